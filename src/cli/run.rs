@@ -1,0 +1,97 @@
+//! `popferry run`: the daemon. Owns the process-level concerns: signals
+//! (SIGTERM/SIGINT stop at a safe point, SIGHUP reloads the configuration),
+//! the metrics recorder and the HTTP endpoint. Scheduling is in
+//! `popferry::scheduler`, the pass in `popferry::sync`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use popferry::config::{self, Config};
+use popferry::daemon::{self, Health, SyncRunner};
+use popferry::ledger::Ledger;
+use popferry::scheduler::Scheduler;
+
+use super::Outcome;
+
+/// How long a stop waits for passes to reach a safe point.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn execute(cfg: Config, path: PathBuf) -> Outcome {
+    match run(cfg, path).await {
+        Ok(()) => Outcome::Ok,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("popferry: {e:#}");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
+    let ledger = Ledger::open(&cfg.ledger_path).await?;
+    let metrics = daemon::install_metrics()?;
+    let health = Health::new(ledger.clone(), metrics);
+    let stop_http = CancellationToken::new();
+    let http = match cfg.daemon.listen {
+        Some(addr) => Some(daemon::serve(addr, health.clone(), stop_http.clone()).await?),
+        None => None,
+    };
+    let mut scheduler = Scheduler::new(
+        Arc::new(SyncRunner {
+            ledger: ledger.clone(),
+        }),
+        health.clone(),
+        cfg.daemon.max_concurrent_accounts,
+    );
+    scheduler.apply(&cfg.accounts);
+    info!(accounts = cfg.accounts.len(), config = %path.display(), "popferry daemon started");
+
+    let mut current = cfg;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping at the next safe point"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping at the next safe point"); break; }
+            _ = hup.recv() => {
+                match config::load_file(&path, true) {
+                    Ok(new) => {
+                        if new.ledger_path != current.ledger_path
+                            || new.daemon.listen != current.daemon.listen
+                            || new.daemon.max_concurrent_accounts != current.daemon.max_concurrent_accounts
+                        {
+                            warn!("Changes to [ledger] and [daemon] take effect after a restart");
+                        }
+                        let changes = scheduler.apply(&new.accounts);
+                        let names: Vec<String> = new.accounts.iter().map(|a| a.name.clone()).collect();
+                        health.retain(&names);
+                        info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed,
+                            "Configuration reloaded");
+                        current = new;
+                    }
+                    Err(e) => error!("Configuration reload refused, still running the previous one: {e}"),
+                }
+            }
+        }
+    }
+    let clean = scheduler.shutdown(SHUTDOWN_DEADLINE).await;
+    if !clean {
+        warn!(
+            "Some passes did not stop within {SHUTDOWN_DEADLINE:?}; their unfinished APPENDs are settled at the next start"
+        );
+    }
+    stop_http.cancel();
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    }
+    ledger.close().await;
+    info!("popferry daemon stopped");
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Logging setup: tracing to stderr, as text or JSON lines.
+//!
+//! async-imap logs whole protocol lines at trace level, including the LOGIN
+//! command with its password, and sqlx logs every statement: both are capped
+//! here whatever `RUST_LOG` or `--log-level` say, so that no level shows a
+//! secret.
+
+use tracing_subscriber::EnvFilter;
+
+use super::LogFormat;
+
+/// Directives appended last so they win over the user's.
+const CAPS: &[&str] = &[
+    "async_imap=info",
+    "imap_proto=info",
+    "sqlx=warn",
+    "rustls=info",
+];
+
+pub fn init(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let base = match level {
+        Some(l) => l.to_owned(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    };
+    let mut filter = EnvFilter::try_new(&base)
+        .map_err(|e| anyhow::anyhow!("invalid log level {base:?}: {e}"))?;
+    for cap in CAPS {
+        filter = filter.add_directive(cap.parse()?);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}

@@ -1,0 +1,176 @@
+//! The configuration file exactly as written: serde types that mirror the
+//! TOML, reject unknown keys (the error names the key and its line) and do
+//! no validation beyond parsing. [`super::load`] turns them into settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub ledger: RawLedger,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub accounts: Vec<toml::Spanned<RawAccount>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    #[serde(default, with = "humantime_serde::option")]
+    pub poll_interval: Option<Duration>,
+    pub max_concurrent_accounts: Option<usize>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub name: String,
+    #[serde(default, with = "humantime_serde::option")]
+    pub poll_interval: Option<Duration>,
+    pub source: RawServer,
+    pub target: RawServer,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// One side of an account: the connection keys both sides share, plus the
+/// keys only the IMAP target takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<crate::net::TlsMode>,
+    pub username: String,
+    pub password: RawSecret,
+    pub auth: Option<RawAuth>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub allow_plaintext_password: bool,
+    // Target only (the source side refuses them with a clear message).
+    pub mailbox: Option<String>,
+    pub flags: Option<Vec<String>>,
+    pub internal_date: Option<RawInternalDate>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuth {
+    Auto,
+    User,
+    Apop,
+    Plain,
+    Login,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawInternalDate {
+    Received,
+    Date,
+    Now,
+}
+
+/// A password: a plain string, or where to find it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecret {
+    Plain(String),
+    Source(RawSecretSource),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum RawSecretSource {
+    Env(String),
+    File(PathBuf),
+    Command(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub delete: Option<String>,
+    pub max_message_size: Option<ByteSize>,
+    pub max_attempts: Option<u32>,
+}
+
+/// A size written as bytes (`1048576`) or with a unit (`"50MiB"`, `"10MB"`,
+/// `"512k"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected a number such as \"50MiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?}: use B, KB, KiB, MB, MiB, GB or GiB"
+                ));
+            }
+        };
+        let bytes = num * mult as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("size {s:?} is out of range"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Str(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(ByteSize(n)),
+            Either::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("50MiB"), Ok(ByteSize(50 << 20)));
+        assert_eq!(ByteSize::parse("10MB"), Ok(ByteSize(10_000_000)));
+        assert_eq!(ByteSize::parse("1024"), Ok(ByteSize(1024)));
+        assert_eq!(ByteSize::parse("1.5 KiB"), Ok(ByteSize(1536)));
+        assert!(ByteSize::parse("ten").is_err());
+        assert!(ByteSize::parse("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! popferry: a POP3 → IMAP sync bridge.
+//!
+//! Layout (see ARCHITECTURE.md for the full map and its invariants):
+//! - [`config`]: TOML in, validated settings out.
+//! - [`net`]: TCP and verified TLS connections with timeouts.
+//! - [`pop3`]: our own POP3 client (sans-IO codec + typestate session).
+//! - [`imap`]: the IMAP target (async-imap plus our own APPEND).
+//! - [`spool`]: a message's bytes on their way, memory-bounded.
+//! - [`ledger`]: the SQLite record of what was copied; the only SQL.
+//! - [`sync`]: one pass over one account, the guarantees live here.
+//! - [`scheduler`]: per-account schedules, backoff, concurrency, shutdown.
+//! - [`daemon`]: `popferry run`'s runner, metrics and health endpoint.
+
+pub mod config;
+pub mod daemon;
+pub mod imap;
+pub mod ledger;
+pub mod net;
+pub mod pop3;
+pub mod scheduler;
+pub mod spool;
+pub mod sync;

@@ -1,0 +1,510 @@
+//! The POP3 conversation: connect, greet, CAPA, STLS, log in, then the
+//! TRANSACTION commands the sync engine needs.
+//!
+//! Why shaped so: a [`Session`] only exists once the login succeeded
+//! (typestate: [`connect`] is the only way to get one), so the sync engine
+//! cannot issue RETR on an unauthenticated connection. A message arrives as
+//! a streaming [`Body`] that borrows the session, so no other command can be
+//! sent while it is being read, and a body dropped before its end poisons the
+//! session rather than letting the next reply be read from the middle of a
+//! message. The password leaves its `SecretString` only while a command is
+//! being encoded, and never over a connection without TLS unless the
+//! configuration explicitly allows it (guarantee 7).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use secrecy::ExposeSecret;
+use secrecy::zeroize::Zeroizing;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::connection::Connection;
+use super::error::Pop3Error;
+use super::proto::{self, Capabilities, Command, DotDecoder, RespCode, Status, StatusKind};
+use crate::config::{AuthMechanism, ServerSettings};
+use crate::net::{self, MaybeTls, TlsMode};
+
+/// Most entries a LIST or UIDL listing may have; beyond that the server is
+/// taken to be hostile rather than holding that many messages.
+const MAX_LISTING_ENTRIES: usize = 2_000_000;
+/// Most lines a CAPA listing may have.
+const MAX_CAPA_LINES: usize = 1_000;
+
+/// Connects, negotiates TLS as configured, reads the capabilities and logs
+/// in. The result is an authorized session (RFC 1939 TRANSACTION state).
+pub async fn connect(settings: &ServerSettings) -> Result<Session, Pop3Error> {
+    let ep = &settings.endpoint;
+    let stream = net::connect(ep).await?;
+    let mut is_tls = stream.is_tls();
+    let mut conn = Connection::new(stream, ep.to_string(), ep.timeout);
+    let greeting = read_greeting(&mut conn).await?;
+    let mut caps = capa(&mut conn).await?;
+    if ep.tls == TlsMode::Starttls {
+        // Tried even when CAPA does not list STLS: the server decides, and a
+        // refusal is an error, never a silent downgrade.
+        conn.send(&Command::Stls).await?;
+        let st = conn.read_status("STLS").await?;
+        match st.kind {
+            StatusKind::Ok => {}
+            StatusKind::Err => {
+                return Err(Pop3Error::Unsupported {
+                    server: conn.server().to_owned(),
+                    what: format!(
+                        "STLS refused ({}); set tls = \"implicit\" (usually port 995) if the server offers POP3S",
+                        st.text_lossy()
+                    ),
+                });
+            }
+            StatusKind::Continue => return Err(unexpected_continue(&mut conn, "STLS")),
+        }
+        let server = conn.server().to_owned();
+        let tcp = match conn.into_inner()? {
+            MaybeTls::Plain(tcp) => tcp,
+            MaybeTls::Tls(_) => {
+                return Err(Pop3Error::Protocol {
+                    server,
+                    what: "STLS on a connection that is already TLS".into(),
+                });
+            }
+        };
+        let tls = net::start_tls(tcp, ep).await?;
+        is_tls = tls.is_tls();
+        conn = Connection::new(tls, server, ep.timeout);
+        // RFC 2595: capabilities may differ after TLS; forget the old ones.
+        caps = capa(&mut conn).await?;
+    }
+    Session::login(conn, &greeting, caps, is_tls, settings).await
+}
+
+/// An authorized POP3 session. `S` is the transport; it is
+/// [`MaybeTls`] except in tests and custom transports.
+pub struct Session<S = MaybeTls> {
+    conn: Connection<S>,
+    caps: Capabilities,
+    tls: bool,
+}
+
+/// Which login is used, for logs and error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Login {
+    User,
+    Apop,
+    Plain,
+}
+
+impl Login {
+    fn name(self) -> &'static str {
+        match self {
+            Login::User => "USER/PASS",
+            Login::Apop => "APOP",
+            Login::Plain => "SASL PLAIN",
+        }
+    }
+}
+
+async fn read_greeting<S>(conn: &mut Connection<S>) -> Result<Vec<u8>, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let st = conn.read_status("greeting").await?;
+    match st.kind {
+        StatusKind::Ok => Ok(st.text),
+        StatusKind::Err => Err(err_reply(conn, "greeting", st, false)),
+        StatusKind::Continue => Err(unexpected_continue(conn, "greeting")),
+    }
+}
+
+/// CAPA; a server without it (-ERR) has unknown capabilities.
+async fn capa<S>(conn: &mut Connection<S>) -> Result<Capabilities, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    conn.send(&Command::Capa).await?;
+    let st = conn.read_status("CAPA").await?;
+    match st.kind {
+        StatusKind::Ok => {}
+        StatusKind::Err => return Ok(Capabilities::unknown()),
+        StatusKind::Continue => return Err(unexpected_continue(conn, "CAPA")),
+    }
+    let lines = read_listing(conn, "CAPA", MAX_CAPA_LINES, |l| Ok(l.to_vec())).await?;
+    let caps = Capabilities::from_lines(lines);
+    tracing::debug!(server = %conn.server(), capabilities = ?caps.raw(), "POP3 capabilities");
+    Ok(caps)
+}
+
+/// Reads a multi-line listing to its end, parsing each line. A line that
+/// does not parse is reported after the listing has been read, so the
+/// session stays in step.
+async fn read_listing<S, T>(
+    conn: &mut Connection<S>,
+    what: &'static str,
+    max_entries: usize,
+    mut parse: impl FnMut(&[u8]) -> Result<T, proto::ProtoError>,
+) -> Result<Vec<T>, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut items = Vec::new();
+    let mut first_error = None;
+    while let Some(line) = conn.read_listing_line().await? {
+        if items.len() >= max_entries {
+            conn.poison();
+            return Err(Pop3Error::Protocol {
+                server: conn.server().to_owned(),
+                what: format!("{what} listing longer than {max_entries} lines"),
+            });
+        }
+        match parse(&line) {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(items),
+        Some(e) => Err(Pop3Error::Protocol {
+            server: conn.server().to_owned(),
+            what: e.to_string(),
+        }),
+    }
+}
+
+fn err_reply<S>(conn: &Connection<S>, command: &'static str, st: Status, auth: bool) -> Pop3Error {
+    let text = st.text_lossy();
+    Pop3Error::from_err_reply(conn.server(), command, st.code, text, auth)
+}
+
+fn unexpected_continue<S>(conn: &mut Connection<S>, command: &'static str) -> Pop3Error {
+    conn.poison();
+    Pop3Error::Protocol {
+        server: conn.server().to_owned(),
+        what: format!("a SASL continuation (\"+ \") in answer to {command}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(bytes.len().saturating_mul(2)));
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The APOP digest: MD5 of the greeting's timestamp followed by the secret,
+/// in lower-case hex (RFC 1939 section 7).
+pub(super) fn apop_digest(timestamp: &[u8], secret: &str) -> Zeroizing<String> {
+    let mut md5 = Md5::new();
+    md5.update(timestamp);
+    md5.update(secret.as_bytes());
+    hex(&md5.finalize())
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Greets, reads CAPA and logs in over an already open stream. STLS is
+    /// not negotiated here (use [`connect`]); `is_tls` tells whether the
+    /// stream is protected, which decides whether a password may be sent.
+    /// Meant for tests and custom transports.
+    pub async fn establish(
+        stream: S,
+        is_tls: bool,
+        settings: &ServerSettings,
+    ) -> Result<Session<S>, Pop3Error> {
+        let ep = &settings.endpoint;
+        let mut conn = Connection::new(stream, ep.to_string(), ep.timeout);
+        let greeting = read_greeting(&mut conn).await?;
+        let caps = capa(&mut conn).await?;
+        Session::login(conn, &greeting, caps, is_tls, settings).await
+    }
+
+    async fn login(
+        mut conn: Connection<S>,
+        greeting: &[u8],
+        caps: Capabilities,
+        tls: bool,
+        settings: &ServerSettings,
+    ) -> Result<Session<S>, Pop3Error> {
+        let timestamp = proto::apop_timestamp(greeting);
+        let plaintext_ok = tls || settings.allow_plaintext_password;
+        let unsupported = |conn: &Connection<S>, what: String| Pop3Error::Unsupported {
+            server: conn.server().to_owned(),
+            what,
+        };
+        let login = match settings.auth {
+            AuthMechanism::Auto => {
+                let password = if caps.sasl("PLAIN") {
+                    Some(Login::Plain)
+                } else if caps.user() || !caps.announced() {
+                    Some(Login::User)
+                } else {
+                    None
+                };
+                match (password, timestamp) {
+                    // Where the password may not travel, a digest still may.
+                    (Some(_), Some(_)) if !plaintext_ok => Login::Apop,
+                    (Some(p), _) => p,
+                    (None, Some(_)) => Login::Apop,
+                    (None, None) => {
+                        return Err(unsupported(
+                            &conn,
+                            "offers none of SASL PLAIN, USER/PASS or APOP".into(),
+                        ));
+                    }
+                }
+            }
+            AuthMechanism::User => Login::User,
+            AuthMechanism::Plain => Login::Plain,
+            AuthMechanism::Apop => Login::Apop,
+            AuthMechanism::Login => {
+                return Err(unsupported(
+                    &conn,
+                    "auth = \"login\" is an IMAP mechanism; use auto, user, apop or plain for POP3"
+                        .into(),
+                ));
+            }
+        };
+        if login != Login::Apop && !plaintext_ok {
+            return Err(Pop3Error::PlaintextRefused {
+                server: conn.server().to_owned(),
+                mechanism: login.name(),
+            });
+        }
+        let user = settings.username.as_str();
+        let password = &settings.password;
+        tracing::debug!(server = %conn.server(), user, mechanism = login.name(), tls, "POP3 login");
+        match login {
+            Login::User => {
+                expect_ok(&mut conn, &Command::User(user), true).await?;
+                expect_ok(&mut conn, &Command::Pass(password.expose_secret()), true).await?;
+            }
+            Login::Apop => {
+                let Some(ts) = timestamp else {
+                    return Err(unsupported(
+                        &conn,
+                        "APOP needs a timestamp in the greeting and this server sent none; use auth = \"user\" or \"plain\" over TLS".into(),
+                    ));
+                };
+                let digest = apop_digest(ts, password.expose_secret());
+                expect_ok(
+                    &mut conn,
+                    &Command::Apop {
+                        user,
+                        digest: &digest,
+                    },
+                    true,
+                )
+                .await?;
+            }
+            Login::Plain => {
+                conn.send(&Command::Auth("PLAIN")).await?;
+                let st = conn.read_status("AUTH").await?;
+                match st.kind {
+                    StatusKind::Continue => {}
+                    StatusKind::Err => return Err(err_reply(&conn, "AUTH", st, true)),
+                    StatusKind::Ok => {
+                        conn.poison();
+                        return Err(Pop3Error::Protocol {
+                            server: conn.server().to_owned(),
+                            what: "+OK to AUTH PLAIN before any credentials".into(),
+                        });
+                    }
+                }
+                let mut raw = Zeroizing::new(Vec::new());
+                raw.push(0);
+                raw.extend_from_slice(user.as_bytes());
+                raw.push(0);
+                raw.extend_from_slice(password.expose_secret().as_bytes());
+                let response =
+                    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*raw));
+                expect_ok(&mut conn, &Command::SaslResponse(&response), true).await?;
+            }
+        }
+        tracing::debug!(server = %conn.server(), mechanism = login.name(), "POP3 logged in");
+        Ok(Session { conn, caps, tls })
+    }
+
+    /// What the server announced (after STLS, the post-TLS announcement).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// True when the connection is protected by TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The server as `host:port`.
+    pub fn server(&self) -> &str {
+        self.conn.server()
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_timeout_for_tests(&mut self, timeout: std::time::Duration) {
+        self.conn.set_timeout(timeout);
+    }
+
+    /// True once the session is out of step and refuses every command.
+    pub fn is_poisoned(&self) -> bool {
+        self.conn.is_poisoned()
+    }
+
+    /// STAT: number of messages and their total size in octets.
+    pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
+        let st = expect_ok(&mut self.conn, &Command::Stat, false).await?;
+        proto::parse_stat(&st.text).map_err(|e| Pop3Error::Protocol {
+            server: self.conn.server().to_owned(),
+            what: e.to_string(),
+        })
+    }
+
+    /// LIST (no argument): message number and size of every message.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
+        expect_ok(&mut self.conn, &Command::List, false).await?;
+        read_listing(
+            &mut self.conn,
+            "LIST",
+            MAX_LISTING_ENTRIES,
+            proto::parse_list_line,
+        )
+        .await
+    }
+
+    /// UIDL (no argument): message number and unique id of every message;
+    /// `None` when the server does not support UIDL (-ERR without a code
+    /// that says otherwise).
+    pub async fn uidl(&mut self) -> Result<Option<Vec<(u32, String)>>, Pop3Error> {
+        let cmd = Command::Uidl;
+        self.conn.send(&cmd).await?;
+        let st = self.conn.read_status(cmd.name()).await?;
+        match st.kind {
+            StatusKind::Ok => {}
+            StatusKind::Err => {
+                return match st.code {
+                    None | Some(RespCode::Other(_)) => {
+                        tracing::debug!(server = %self.conn.server(), "UIDL not supported: {}", st.text_lossy());
+                        Ok(None)
+                    }
+                    Some(_) => Err(err_reply(&self.conn, cmd.name(), st, false)),
+                };
+            }
+            StatusKind::Continue => return Err(unexpected_continue(&mut self.conn, cmd.name())),
+        }
+        read_listing(
+            &mut self.conn,
+            "UIDL",
+            MAX_LISTING_ENTRIES,
+            proto::parse_uidl_line,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// RETR: the whole message, as a stream of decoded bytes.
+    pub async fn retr(&mut self, msg: u32) -> Result<Body<'_, S>, Pop3Error> {
+        expect_ok(&mut self.conn, &Command::Retr(msg), false).await?;
+        Ok(Body::new(&mut self.conn))
+    }
+
+    /// TOP: the headers and the first `lines` lines of the body.
+    pub async fn top(&mut self, msg: u32, lines: u32) -> Result<Body<'_, S>, Pop3Error> {
+        expect_ok(&mut self.conn, &Command::Top(msg, lines), false).await?;
+        Ok(Body::new(&mut self.conn))
+    }
+
+    /// DELE: marks a message deleted; only QUIT makes it so.
+    pub async fn dele(&mut self, msg: u32) -> Result<(), Pop3Error> {
+        expect_ok(&mut self.conn, &Command::Dele(msg), false)
+            .await
+            .map(drop)
+    }
+
+    /// RSET: unmarks every message marked deleted in this session.
+    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
+        expect_ok(&mut self.conn, &Command::Rset, false)
+            .await
+            .map(drop)
+    }
+
+    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
+        expect_ok(&mut self.conn, &Command::Noop, false)
+            .await
+            .map(drop)
+    }
+
+    /// QUIT: ends the session and commits the DELEs. Only `Ok` means they
+    /// were committed; a poisoned session does not send QUIT at all (the
+    /// server then rolls the deletions back).
+    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+        let result = expect_ok(&mut self.conn, &Command::Quit, false).await;
+        self.conn.shutdown().await;
+        result.map(drop)
+    }
+}
+
+/// Sends a single-line command and requires `+OK`.
+async fn expect_ok<S>(
+    conn: &mut Connection<S>,
+    cmd: &Command<'_>,
+    auth: bool,
+) -> Result<Status, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    conn.send(cmd).await?;
+    let st = conn.read_status(cmd.name()).await?;
+    match st.kind {
+        StatusKind::Ok => Ok(st),
+        StatusKind::Err => Err(err_reply(conn, cmd.name(), st, auth)),
+        StatusKind::Continue => Err(unexpected_continue(conn, cmd.name())),
+    }
+}
+
+/// A message being received: decoded (dot-unstuffed) bytes, chunk by chunk.
+/// Dropping it before [`Body::next_chunk`] returned `None` poisons the
+/// session.
+pub struct Body<'a, S = MaybeTls> {
+    conn: &'a mut Connection<S>,
+    dec: DotDecoder,
+}
+
+impl<'a, S> Body<'a, S> {
+    fn new(conn: &'a mut Connection<S>) -> Body<'a, S> {
+        Body {
+            conn,
+            dec: DotDecoder::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Body<'_, S> {
+    /// The next chunk of the message (at most 64 KiB), `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>, Pop3Error> {
+        self.conn.next_data(&mut self.dec).await
+    }
+
+    /// The whole message in memory; an error (which poisons the session)
+    /// when it exceeds `limit` bytes. For TOP and tests: RETR of a message of
+    /// any size belongs in a spool, chunk by chunk.
+    pub async fn read_to_end(mut self, limit: usize) -> Result<Vec<u8>, Pop3Error> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if all.len().saturating_add(chunk.len()) > limit {
+                return Err(Pop3Error::TooLarge {
+                    server: self.conn.server().to_owned(),
+                    limit,
+                });
+            }
+            all.extend_from_slice(chunk);
+        }
+        Ok(all)
+    }
+}
+
+impl<S> Drop for Body<'_, S> {
+    fn drop(&mut self) {
+        if !self.dec.is_done() {
+            self.conn.poison();
+        }
+    }
+}

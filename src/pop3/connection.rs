@@ -1,0 +1,268 @@
+//! One POP3 connection: the stream, a fixed-size read buffer, deadlines.
+//!
+//! Why this layer: [`super::proto`] knows the bytes but does no I/O, and
+//! [`super::client`] knows the conversation but should not care how bytes
+//! arrive. Here every read and write runs under the server's timeout (a
+//! server that stops answering must never hang a sync), end of stream
+//! becomes a clean error, and the read buffer has a fixed size: status and
+//! listing lines are bounded, and message data is decoded chunk by chunk
+//! straight out of that buffer (guarantee 6: memory does not grow with a
+//! message).
+//!
+//! Once a reply fails halfway (timeout, EOF, malformed line) or a message
+//! body is abandoned, nobody knows where the server's next reply starts: the
+//! connection is then *poisoned* and refuses every further command instead
+//! of misreading message bytes as replies.
+
+use std::time::Duration;
+
+use secrecy::zeroize::Zeroizing;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::error::Pop3Error;
+use super::proto::{self, Command, DotDecoder, ProtoError, Status};
+
+/// Size of the read buffer; also the largest chunk of message data handed
+/// out at once. Must exceed the longest bounded line.
+const READ_BUF: usize = 64 * 1024;
+
+const _: () = assert!(READ_BUF > proto::MAX_STATUS_LINE + 2);
+
+pub struct Connection<S> {
+    stream: S,
+    buf: Box<[u8]>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Decoded message data of the last chunk.
+    out: Vec<u8>,
+    server: String,
+    timeout: Duration,
+    poisoned: bool,
+}
+
+impl<S> Connection<S> {
+    /// The server as `host:port`, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Marks the connection out of step; every later command fails.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// Changes the deadline for every later read and write.
+    #[cfg(test)]
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Fails with [`Pop3Error::Poisoned`] once the connection is out of step.
+    pub fn check(&self) -> Result<(), Pop3Error> {
+        if self.poisoned {
+            Err(Pop3Error::Poisoned {
+                server: self.server.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn protocol(&mut self, e: ProtoError) -> Pop3Error {
+        self.poisoned = true;
+        Pop3Error::Protocol {
+            server: self.server.clone(),
+            what: e.to_string(),
+        }
+    }
+
+    /// Gives the stream back, e.g. to start TLS after STLS. Refuses when the
+    /// server sent bytes beyond the last reply: they were sent in the clear
+    /// and must not be taken as if they came over TLS (the STARTTLS command
+    /// injection class of bugs).
+    pub fn into_inner(self) -> Result<S, Pop3Error> {
+        if self.start != self.end || self.poisoned {
+            return Err(Pop3Error::Protocol {
+                server: self.server,
+                what: "unexpected bytes after the STLS reply, before TLS started".into(),
+            });
+        }
+        Ok(self.stream)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    pub fn new(stream: S, server: String, timeout: Duration) -> Connection<S> {
+        Connection {
+            stream,
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            server,
+            timeout,
+            poisoned: false,
+        }
+    }
+
+    /// Sends one command. Secret-bearing commands are logged by name only
+    /// and their encoded bytes are wiped afterwards.
+    pub async fn send(&mut self, cmd: &Command<'_>) -> Result<(), Pop3Error> {
+        self.check()?;
+        let mut line = Zeroizing::new(Vec::with_capacity(64));
+        cmd.encode(&mut line).map_err(|e| Pop3Error::Unsupported {
+            server: self.server.clone(),
+            what: format!("cannot send {}: {e}", cmd.name()),
+        })?;
+        // The Debug form of a command redacts secrets.
+        tracing::debug!(server = %self.server, "C: {cmd:?}");
+        let write = async {
+            self.stream.write_all(&line).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.poisoned = true;
+                Err(Pop3Error::Io {
+                    server: self.server.clone(),
+                    what: "sending a command",
+                    source: e,
+                })
+            }
+            Err(_) => {
+                self.poisoned = true;
+                Err(Pop3Error::Timeout {
+                    server: self.server.clone(),
+                    what: "sending a command",
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, under the timeout. End of stream is
+    /// [`Pop3Error::Closed`].
+    async fn fill(&mut self, what: &'static str) -> Result<(), Pop3Error> {
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end >= self.buf.len() && self.start > 0 {
+            if self.buf.get(self.start..self.end).is_none() {
+                return Err(self.protocol(ProtoError::Truncated));
+            }
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end = self.end.saturating_sub(self.start);
+            self.start = 0;
+        }
+        let server = &self.server;
+        let Some(space) = self.buf.get_mut(self.end..).filter(|s| !s.is_empty()) else {
+            // Cannot happen: every bounded line fits in the buffer.
+            self.poisoned = true;
+            return Err(Pop3Error::Protocol {
+                server: server.clone(),
+                what: "read buffer full".into(),
+            });
+        };
+        let result = tokio::time::timeout(self.timeout, self.stream.read(space)).await;
+        let err = match result {
+            Ok(Ok(0)) => Pop3Error::Closed {
+                server: self.server.clone(),
+                what,
+            },
+            Ok(Ok(n)) => {
+                self.end = self.end.saturating_add(n).min(self.buf.len());
+                return Ok(());
+            }
+            Ok(Err(source)) => Pop3Error::Io {
+                server: self.server.clone(),
+                what,
+                source,
+            },
+            Err(_) => Pop3Error::Timeout {
+                server: self.server.clone(),
+                what,
+                timeout: self.timeout,
+            },
+        };
+        self.poisoned = true;
+        Err(err)
+    }
+
+    /// Reads one line of at most `max` bytes (line end excluded, removed).
+    async fn read_line(&mut self, max: usize, what: &'static str) -> Result<Vec<u8>, Pop3Error> {
+        loop {
+            let pending = self.buf.get(self.start..self.end).unwrap_or_default();
+            match proto::find_line(pending, max) {
+                Ok(Some(n)) => {
+                    let line = pending
+                        .get(..n)
+                        .map(proto::strip_line_end)
+                        .unwrap_or_default()
+                        .to_vec();
+                    self.start = self.start.saturating_add(n);
+                    return Ok(line);
+                }
+                Ok(None) => self.fill(what).await?,
+                Err(e) => return Err(self.protocol(e)),
+            }
+        }
+    }
+
+    /// Reads and parses one status line; `command` names what it answers.
+    pub async fn read_status(&mut self, command: &'static str) -> Result<Status, Pop3Error> {
+        self.check()?;
+        let what = match command {
+            "greeting" => "waiting for the greeting",
+            _ => "waiting for a reply",
+        };
+        let line = self.read_line(proto::MAX_STATUS_LINE, what).await?;
+        tracing::trace!(server = %self.server, "S: {}", line.escape_ascii());
+        proto::parse_status(&line).map_err(|e| self.protocol(e))
+    }
+
+    /// Reads one line of a multi-line listing (LIST, UIDL, CAPA), unstuffed;
+    /// `None` after the terminating "." line.
+    pub async fn read_listing_line(&mut self) -> Result<Option<Vec<u8>>, Pop3Error> {
+        self.check()?;
+        let line = self
+            .read_line(proto::MAX_LISTING_LINE, "reading a listing")
+            .await?;
+        tracing::trace!(server = %self.server, "S: {}", line.escape_ascii());
+        Ok(proto::listing_line(&line).map(<[u8]>::to_vec))
+    }
+
+    /// The next chunk of decoded multi-line data, `None` after the end.
+    /// Each chunk is at most the size of the read buffer.
+    pub async fn next_data(&mut self, dec: &mut DotDecoder) -> Result<Option<&[u8]>, Pop3Error> {
+        self.check()?;
+        self.out.clear();
+        loop {
+            if dec.is_done() {
+                return Ok(None);
+            }
+            if self.start < self.end {
+                let input = self.buf.get(self.start..self.end).unwrap_or_default();
+                let n = dec.decode(input, &mut self.out);
+                self.start = self.start.saturating_add(n);
+                if !self.out.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            self.fill("reading a message").await?;
+        }
+        tracing::trace!(server = %self.server, "S: <{} bytes of data>", self.out.len());
+        Ok(Some(&self.out))
+    }
+
+    /// Closes the stream politely; errors are irrelevant at this point.
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
+    }
+}

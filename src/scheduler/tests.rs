@@ -1,0 +1,248 @@
+//! Scheduler timing under paused tokio time, with a scripted runner.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use tokio::time::Instant;
+
+use super::*;
+
+fn account(name: &str, interval: &str) -> Account {
+    let text = format!(
+        r#"
+[ledger]
+path = "/tmp/unused.db"
+[[accounts]]
+name = "{name}"
+poll_interval = "{interval}"
+[accounts.source]
+host = "127.0.0.1"
+username = "u"
+password = "p"
+[accounts.target]
+host = "127.0.0.1"
+username = "u"
+password = "p"
+"#
+    );
+    let mut cfg =
+        crate::config::load_str(&text, std::path::Path::new("/tmp/x.toml"), true).expect("config");
+    cfg.accounts.remove(0)
+}
+
+/// Records when each account ran; answers with a scripted report.
+struct Script {
+    calls: Mutex<Vec<(String, Instant)>>,
+    busy: Duration,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    report: Box<dyn Fn(&str) -> Report + Send + Sync>,
+}
+
+impl Script {
+    fn new(busy: Duration, report: impl Fn(&str) -> Report + Send + Sync + 'static) -> Arc<Script> {
+        Arc::new(Script {
+            calls: Mutex::new(Vec::new()),
+            busy,
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
+            report: Box::new(report),
+        })
+    }
+
+    fn times(&self, name: &str) -> Vec<Instant> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
+
+struct ScriptRunner(Arc<Script>);
+
+impl Runner for ScriptRunner {
+    fn run(&self, account: Arc<Account>, _cancel: CancellationToken) -> BoxFuture<Report> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            s.calls
+                .lock()
+                .expect("lock")
+                .push((account.name.clone(), Instant::now()));
+            let now = s.running.fetch_add(1, Ordering::SeqCst) + 1;
+            s.max_running.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(s.busy).await;
+            s.running.fetch_sub(1, Ordering::SeqCst);
+            (s.report)(&account.name)
+        })
+    }
+}
+
+struct Quiet;
+impl Observer for Quiet {
+    fn finished(&self, _: Arc<Account>, _: Report, _: u32, _: Duration) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+fn ok(_: &str) -> Report {
+    Report::default()
+}
+
+fn failing(kind: FailureKind, retry_after: Option<Duration>) -> impl Fn(&str) -> Report {
+    move |_| Report {
+        error: Some("boom".into()),
+        error_kind: Some(kind),
+        retry_after,
+        ..Report::default()
+    }
+}
+
+fn gaps(times: &[Instant]) -> Vec<f64> {
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect()
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let fail = failing(FailureKind::Transient, None)("a");
+    let i = Duration::from_secs(300);
+    let d: Vec<u64> = (1..=10)
+        .map(|n| next_delay(i, &fail, n).as_secs())
+        .collect();
+    assert_eq!(d, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+    let perm = failing(FailureKind::Permanent, None)("a");
+    assert_eq!(next_delay(i, &perm, 1), PERMANENT_RETRY);
+    assert_eq!(next_delay(i, &Report::default(), 0), i);
+    let delayed = failing(FailureKind::Transient, Some(Duration::from_secs(900)))("a");
+    assert_eq!(next_delay(i, &delayed, 1), Duration::from_secs(900));
+}
+
+#[test]
+fn jitter_stays_within_ten_percent() {
+    let d = Duration::from_secs(100);
+    let (mut lo, mut hi) = (f64::MAX, 0f64);
+    for r in 0..5000u64 {
+        let j = jitter(d, r.wrapping_mul(0x9e37_79b9_7f4a_7c15)).as_secs_f64();
+        lo = lo.min(j);
+        hi = hi.max(j);
+    }
+    assert!(lo >= 90.0 && hi <= 110.0, "{lo}..{hi}");
+    assert!(
+        lo < 92.0 && hi > 108.0,
+        "jitter should use its range: {lo}..{hi}"
+    );
+    assert!(first_delay(Duration::from_secs(300), u64::MAX) <= FIRST_RUN_SPREAD);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_account_runs_on_its_own_interval() {
+    let script = Script::new(Duration::from_secs(1), ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 4);
+    s.apply(&[account("fast", "60s"), account("slow", "5m")]);
+    tokio::time::sleep(Duration::from_secs(610)).await;
+    assert!(s.shutdown(Duration::from_secs(5)).await);
+    let fast = script.times("fast");
+    let slow = script.times("slow");
+    assert!(
+        (9..=12).contains(&fast.len()),
+        "fast ran {} times",
+        fast.len()
+    );
+    assert!(
+        (2..=3).contains(&slow.len()),
+        "slow ran {} times",
+        slow.len()
+    );
+    for g in gaps(&fast) {
+        // interval ± 10 %, plus the 1 s the pass itself took
+        assert!((54.0..=67.0).contains(&g), "gap {g}");
+    }
+    for g in gaps(&slow) {
+        assert!((270.0..=331.0).contains(&g), "gap {g}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_limited() {
+    let script = Script::new(Duration::from_secs(20), ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 2);
+    let accounts: Vec<Account> = (0..5).map(|i| account(&format!("a{i}"), "10m")).collect();
+    s.apply(&accounts);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(s.shutdown(Duration::from_secs(60)).await);
+    assert_eq!(script.max_running.load(Ordering::SeqCst), 2);
+    for i in 0..5 {
+        assert_eq!(
+            script.times(&format!("a{i}")).len(),
+            1,
+            "a{i} should have run once"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially() {
+    let script = Script::new(Duration::ZERO, failing(FailureKind::Transient, None));
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 1);
+    s.apply(&[account("flaky", "5m")]);
+    tokio::time::sleep(Duration::from_secs(30 + 60 + 120 + 240 + 480 + 200)).await;
+    s.shutdown(Duration::from_secs(1)).await;
+    let g = gaps(&script.times("flaky"));
+    assert!(g.len() >= 4, "{g:?}");
+    for (gap, want) in g.iter().zip([30.0, 60.0, 120.0, 240.0]) {
+        assert!(
+            (want * 0.9..=want * 1.1).contains(gap),
+            "gap {gap} want ~{want}: {g:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn login_delay_is_a_floor() {
+    let script = Script::new(
+        Duration::ZERO,
+        failing(FailureKind::Transient, Some(Duration::from_secs(900))),
+    );
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 1);
+    s.apply(&[account("busy", "1m")]);
+    tokio::time::sleep(Duration::from_secs(2000)).await;
+    s.shutdown(Duration::from_secs(1)).await;
+    let g = gaps(&script.times("busy"));
+    assert!(!g.is_empty());
+    assert!(g.iter().all(|&x| x >= 900.0), "{g:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_adds_removes_and_restarts_changed_accounts() {
+    let script = Script::new(Duration::ZERO, ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 4);
+    let c = s.apply(&[
+        account("keep", "1m"),
+        account("drop", "1m"),
+        account("edit", "1m"),
+    ]);
+    assert_eq!(c.added.len(), 3);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let c = s.apply(&[
+        account("keep", "1m"),
+        account("edit", "2m"),
+        account("new", "1m"),
+    ]);
+    assert_eq!(
+        c,
+        Changes {
+            added: vec!["new".into()],
+            removed: vec!["drop".into()],
+            changed: vec!["edit".into()],
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    s.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(script.times("drop").len(), 1, "a removed account stops");
+    assert!(script.times("new").len() >= 4, "an added account runs");
+}
