@@ -435,7 +435,8 @@ fn an_unresolved_intent_is_settled_without_a_duplicate() {
     // The APPEND reached the server, the record did not reach the ledger.
     set_state(
         &ledger,
-        "UPDATE messages SET state = 'appending', uidvalidity = NULL, uid = NULL WHERE message_id IS NOT NULL",
+        // Every row, those without a Message-ID included (settled by a header digest).
+        "UPDATE messages SET state = 'appending', uidvalidity = NULL, uid = NULL",
     );
     sync_ok(&cfg);
     assert_eq!(
@@ -571,4 +572,46 @@ password = "secret"
     }
     assert!(trap.accept().is_err(), "a server was contacted");
     assert!(!dir.path().join("ledger.db").exists());
+}
+
+#[test]
+fn a_lost_ledger_does_not_duplicate_what_is_already_in_the_target() {
+    let d = Dovecot::start();
+    let seeded = d.seed("alice", &messages(&corpus::corpus_small()));
+    let b = ConfigBuilder::new(&d, "alice", "dave");
+    let cfg = b.write();
+    sync_ok(&cfg);
+    let full = target_shas(&d, "dave", "INBOX");
+    assert_eq!(full, seeded_shas(&seeded));
+
+    // A container started without its volume: the ledger is gone.
+    for ext in ["", "-wal", "-shm"] {
+        let p = format!("{}{ext}", b.ledger_path().display());
+        let _ = std::fs::remove_file(p);
+    }
+    // New, distinct mail (one without a Message-ID) arrives meanwhile.
+    let more = d.seed(
+        "alice",
+        &[
+            b"Date: Wed, 01 Nov 2023 09:00:00 +0000\r\nMessage-ID: <new-1@popferry.test>\r\n\r\nnew\r\n".to_vec(),
+            b"Date: Wed, 01 Nov 2023 09:01:00 +0000\r\nSubject: no id\r\n\r\nnew too\r\n".to_vec(),
+        ],
+    );
+    sync_ok(&cfg);
+    let mut want = full.clone();
+    for s in &more {
+        *want.entry(s.sha256_hex.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        target_shas(&d, "dave", "INBOX"),
+        want,
+        "no duplicate, new mail copied"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&cfg, &["status", "--json"]).1).expect("json");
+    assert_eq!(
+        v[0]["copied"],
+        seeded.len() + more.len(),
+        "the ledger is rebuilt"
+    );
 }

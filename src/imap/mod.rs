@@ -38,6 +38,7 @@ mod caps;
 mod conn;
 mod encode;
 mod error;
+mod lookup;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -220,6 +221,19 @@ impl Session {
         size: u64,
     ) -> Result<Option<u32>, ImapError> {
         self.conn.find_message(mailbox, message_id, size).await
+    }
+
+    /// Looks in `mailbox` for a message of exactly `size` bytes whose header
+    /// section has the SHA-256 `header_sha256`: how a message without a
+    /// Message-ID is recognised when an APPEND must be settled. `Ok(None)`
+    /// when the mailbox certainly does not exist.
+    pub async fn find_by_header(
+        &mut self,
+        mailbox: &str,
+        header_sha256: [u8; 32],
+        size: u64,
+    ) -> Result<Option<u32>, ImapError> {
+        self.conn.find_by_header(mailbox, header_sha256, size).await
     }
 
     /// LOGOUT and close the connection.

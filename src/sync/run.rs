@@ -110,6 +110,8 @@ pub async fn run_once(
             opts,
             progress,
             imap: None,
+            target_count: 0,
+            recovering: false,
             report: &mut report,
         };
         let result = pass.run().await;
@@ -159,6 +161,11 @@ struct Pass<'a> {
     opts: &'a Options,
     progress: &'a dyn Progress,
     imap: Option<imap::Session>,
+    /// Messages in the target mailbox when we connected.
+    target_count: u32,
+    /// The ledger knew nothing of this account when the pass began: look in
+    /// the target before every APPEND (a ledger lost with its volume).
+    recovering: bool,
     report: &'a mut Report,
 }
 
@@ -197,6 +204,12 @@ impl<'a> Pass<'a> {
             .map_err(|e| pop_failure(acc, "cannot log in", e))?;
         let listing = self.listing(&mut pop).await?;
         let mut rows = self.rows().await?;
+        if rows.is_empty() && !listing.is_empty() && self.ledger().is_some() {
+            self.recovering = true;
+            info!(
+                "The ledger has no record of this account; each message is looked up in the target mailbox before it is appended"
+            );
+        }
 
         // Rows still `appended` whose message left the server: a QUIT whose
         // reply we never saw did commit, or someone else deleted it.
@@ -415,40 +428,6 @@ impl<'a> Pass<'a> {
         };
         let mailbox = acc.target.mailbox.as_str();
 
-        // An intent without a result: the APPEND may or may not have landed.
-        if row.map(|r| r.state) == Some(State::Appending) {
-            let mid = row
-                .and_then(|r| r.message_id.clone())
-                .or(facts.message_id.clone());
-            match mid {
-                Some(mid) => {
-                    let imap = self.imap().await?;
-                    let found = imap
-                        .find_message(mailbox, &mid, msg.len())
-                        .await
-                        .map_err(|e| {
-                            imap_failure(acc, "searching for an unresolved APPEND failed", e)
-                        })?;
-                    if let Some(uid) = found {
-                        info!(
-                            uid,
-                            "An interrupted APPEND had reached the target; not appending again"
-                        );
-                        ledger
-                            .record_appended(&acc.name, &m.uidl, None, Some(uid))
-                            .await
-                            .map_err(ledger_failure)?;
-                        self.report.copied += 1;
-                        return Ok(true);
-                    }
-                    debug!("The unresolved APPEND is not in the target; appending");
-                }
-                None => warn!(
-                    "An interrupted APPEND of a message without Message-ID cannot be looked up; appending again"
-                ),
-            }
-        }
-
         let sha = msg.sha256_hex();
         ledger
             .record_intent(
@@ -465,6 +444,26 @@ impl<'a> Pass<'a> {
             )
             .await
             .map_err(ledger_failure)?;
+
+        // An intent without a result (the APPEND may or may not have
+        // landed), or no ledger at all: look before appending again.
+        let unresolved = row.map(|r| r.state) == Some(State::Appending);
+        if unresolved || self.recovering {
+            self.imap().await?;
+            if unresolved || self.target_count > 0 {
+                if let Some(uid) = self.find_in_target(&msg, &facts).await? {
+                    info!(uid, "Already in the target mailbox; not appending again");
+                    ledger
+                        .record_appended(&acc.name, &m.uidl, None, Some(uid))
+                        .await
+                        .map_err(ledger_failure)?;
+                    self.report.copied += 1;
+                    return Ok(true);
+                }
+                debug!("Not in the target mailbox; appending");
+            }
+        }
+
         let internal_date = facts.internal_date(acc.target.internal_date);
         let result = {
             let imap = self.imap().await?;
@@ -557,6 +556,29 @@ impl<'a> Pass<'a> {
         Ok(Some(spool.finish().await.map_err(spool_failure)?))
     }
 
+    /// Looks for `msg` in the target mailbox: by Message-ID and size, or
+    /// (without a Message-ID) by size and the SHA-256 of its header section.
+    async fn find_in_target(
+        &mut self,
+        msg: &SpooledMessage,
+        facts: &HeaderFacts,
+    ) -> Result<Option<u32>, Failure> {
+        let acc = self.account;
+        let mailbox = acc.target.mailbox.as_str();
+        let imap = self.imap().await?;
+        let found = match &facts.message_id {
+            Some(mid) => imap.find_message(mailbox, mid, msg.len()).await,
+            None => {
+                let digest: [u8; 32] = Sha256::digest(msg.header()).into();
+                imap.find_by_header(mailbox, digest, msg.len()).await
+            }
+        };
+        found.map_err(|e| {
+            self.imap = None;
+            imap_failure(acc, "looking for a message in the target failed", e)
+        })
+    }
+
     /// The IMAP session, connected (and the mailbox ensured) on first use.
     async fn imap(&mut self) -> Result<&mut imap::Session, Failure> {
         let acc = self.account;
@@ -564,13 +586,14 @@ impl<'a> Pass<'a> {
             let mut s = imap::connect(&acc.target.server)
                 .await
                 .map_err(|e| imap_failure(acc, "cannot log in", e))?;
-            s.ensure_mailbox(&acc.target.mailbox).await.map_err(|e| {
+            let status = s.ensure_mailbox(&acc.target.mailbox).await.map_err(|e| {
                 imap_failure(
                     acc,
                     &format!("cannot open mailbox {:?}", acc.target.mailbox),
                     e,
                 )
             })?;
+            self.target_count = status.exists;
             self.imap = Some(s);
         }
         match self.imap.as_mut() {

@@ -1,0 +1,116 @@
+//! Finding a message in the target without its Message-ID: by exact size,
+//! then by the SHA-256 of its header section.
+//!
+//! Why: an APPEND whose outcome is unknown (a crash, a dropped connection)
+//! and a ledger that was lost must both be settled by looking in the target
+//! before appending again (guarantee 2). Message-ID + size covers most mail
+//! ([`super::Session::find_message`]); a message without a Message-ID is
+//! recognised by its whole header section, which holds its Received lines
+//! and Date and so is, in practice, unique.
+
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, MessageSection, Response, SectionPath};
+use sha2::{Digest, Sha256};
+
+use super::conn::{Conn, ImapIo, MAX_CANDIDATES, Piece, SEARCH_BUDGET};
+use super::encode;
+use super::error::ImapError;
+
+impl<S: ImapIo> Conn<S> {
+    /// EXAMINEs `mailbox`. `Ok(false)` when it certainly does not exist.
+    pub(crate) async fn examine(&mut self, mailbox: &str) -> Result<bool, ImapError> {
+        let arg = encode::mailbox_arg(mailbox).map_err(|w| self.invalid(w))?;
+        let done = self
+            .exec(
+                "opening the mailbox",
+                vec![Piece::text("EXAMINE "), Piece::arg(arg)],
+                SEARCH_BUDGET,
+                &mut |_: &Response<'_>| {},
+            )
+            .await?;
+        if done.is_ok() {
+            return Ok(true);
+        }
+        if done.code_is("NONEXISTENT") || !self.mailbox_listed(mailbox).await? {
+            return Ok(false);
+        }
+        Err(done.into_error(&self.server))
+    }
+
+    /// The UID of a message in `mailbox` of exactly `size` bytes whose
+    /// header section (`BODY[HEADER]`) has the SHA-256 `header_sha256`.
+    pub(crate) async fn find_by_header(
+        &mut self,
+        mailbox: &str,
+        header_sha256: [u8; 32],
+        size: u64,
+    ) -> Result<Option<u32>, ImapError> {
+        if !self.examine(mailbox).await? {
+            return Ok(None);
+        }
+        // LARGER and SMALLER are strict: this pair selects exactly `size`.
+        let search = match size.checked_sub(1) {
+            Some(below) => format!(
+                "UID SEARCH LARGER {below} SMALLER {}",
+                size.saturating_add(1)
+            ),
+            None => "UID SEARCH SMALLER 1".to_owned(),
+        };
+        let mut uids: Vec<u32> = Vec::new();
+        let done = self
+            .exec(
+                "searching by size",
+                vec![Piece::text(search)],
+                SEARCH_BUDGET,
+                &mut |r: &Response<'_>| {
+                    if let Response::MailboxData(MailboxDatum::Search(found)) = r {
+                        uids.extend_from_slice(found);
+                    }
+                },
+            )
+            .await?;
+        done.ok_or_error(&self.server)?;
+        uids.sort_unstable_by(|a, b| b.cmp(a));
+        uids.dedup();
+        uids.truncate(MAX_CANDIDATES);
+        if uids.is_empty() {
+            return Ok(None);
+        }
+        let mut matching: Vec<u32> = Vec::new();
+        let command = format!(
+            "UID FETCH {} (UID BODY.PEEK[HEADER])",
+            encode::uid_set(&uids)
+        );
+        let done = self
+            .exec(
+                "fetching candidate headers",
+                vec![Piece::text(command)],
+                SEARCH_BUDGET,
+                &mut |r: &Response<'_>| {
+                    if let Response::Fetch(_, attrs) = r {
+                        let mut uid = None;
+                        let mut same = false;
+                        for a in attrs {
+                            match a {
+                                AttributeValue::Uid(u) => uid = Some(*u),
+                                AttributeValue::BodySection {
+                                    section: Some(SectionPath::Full(MessageSection::Header)),
+                                    data: Some(data),
+                                    ..
+                                } => {
+                                    same = <[u8; 32]>::from(Sha256::digest(data.as_ref()))
+                                        == header_sha256;
+                                }
+                                _ => {}
+                            }
+                        }
+                        if let (Some(u), true) = (uid, same) {
+                            matching.push(u);
+                        }
+                    }
+                },
+            )
+            .await?;
+        done.ok_or_error(&self.server)?;
+        Ok(matching.into_iter().filter(|u| uids.contains(u)).max())
+    }
+}
