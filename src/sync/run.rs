@@ -206,9 +206,6 @@ impl<'a> Pass<'a> {
         let mut rows = self.rows().await?;
         if rows.is_empty() && !listing.is_empty() && self.ledger().is_some() {
             self.recovering = true;
-            info!(
-                "The ledger has no record of this account; each message is looked up in the target mailbox before it is appended"
-            );
         }
 
         // Rows still `appended` whose message left the server: a QUIT whose
@@ -594,6 +591,12 @@ impl<'a> Pass<'a> {
                 )
             })?;
             self.target_count = status.exists;
+            if self.recovering && status.exists > 0 {
+                info!(
+                    messages = status.exists,
+                    "The ledger has no record of this account and the target mailbox is not empty; each message is looked up there before it is appended"
+                );
+            }
             self.imap = Some(s);
         }
         match self.imap.as_mut() {
