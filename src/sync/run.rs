@@ -21,9 +21,23 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
-fn where_(side: &str, s: &ServerSettings) -> String {
-    format!("{side} server {} (user {})", s.endpoint, s.username)
+/// "what (user u): error", naming the server unless the error already does.
+fn describe(side: &str, s: &ServerSettings, what: &str, e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let endpoint = s.endpoint.to_string();
+    if text.contains(side) && text.contains(&endpoint) {
+        format!("{what} (user {}): {text}", s.username)
+    } else {
+        format!(
+            "{side} server {endpoint} (user {}): {what}: {text}",
+            s.username
+        )
+    }
 }
+
+/// How long a POP3 server asks us to stay away after [LOGIN-DELAY] when it
+/// did not announce the delay (RFC 2449 suggests values around 15 minutes).
+const DEFAULT_LOGIN_DELAY: Duration = Duration::from_secs(900);
 
 fn pop_failure(account: &Account, what: &str, e: Pop3Error) -> Failure {
     let kind = if e.is_transient() {
@@ -31,15 +45,11 @@ fn pop_failure(account: &Account, what: &str, e: Pop3Error) -> Failure {
     } else {
         FailureKind::Permanent
     };
-    let hint = if e.is_auth() {
-        " (check the username and password in [accounts.source])"
-    } else {
-        ""
-    };
+    let retry_after = matches!(e, Pop3Error::LoginDelay { .. }).then_some(DEFAULT_LOGIN_DELAY);
     Failure {
         kind,
-        message: format!("{}: {what}: {e}{hint}", where_("POP3", &account.source)),
-        retry_after: None,
+        message: describe("POP3", &account.source, what, &e),
+        retry_after,
     }
 }
 
@@ -55,11 +65,11 @@ fn imap_failure(account: &Account, what: &str, e: ImapError) -> Failure {
         ""
     };
     Failure {
-        kind,
         message: format!(
-            "{}: {what}: {e}{hint}",
-            where_("IMAP", &account.target.server)
+            "{}{hint}",
+            describe("IMAP", &account.target.server, what, &e)
         ),
+        kind,
         retry_after: None,
     }
 }
@@ -121,7 +131,7 @@ pub async fn run_once(
         if let Err(f) = result {
             report.error = Some(format!("account {:?}: {}", account.name, f.message));
             report.error_kind = Some(f.kind);
-            report.retry_after = f.retry_after;
+            report.retry_after = f.retry_after.or(report.retry_after);
         }
         if let Some(l) = writable {
             let err = report
@@ -202,6 +212,16 @@ impl<'a> Pass<'a> {
         let mut pop = pop3::connect(&acc.source)
             .await
             .map_err(|e| pop_failure(acc, "cannot log in", e))?;
+        // RFC 2449 LOGIN-DELAY: the least time between two logins.
+        if let Some(secs) = pop
+            .capabilities()
+            .args("LOGIN-DELAY")
+            .first()
+            .and_then(|a| a.parse::<u64>().ok())
+        {
+            let delay = Duration::from_secs(secs);
+            self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
+        }
         let listing = self.listing(&mut pop).await?;
         let mut rows = self.rows().await?;
         if rows.is_empty() && !listing.is_empty() && self.ledger().is_some() {
