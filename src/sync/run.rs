@@ -179,6 +179,16 @@ struct Pass<'a> {
     report: &'a mut Report,
 }
 
+/// What [`Pass::copy_one`] did with a message.
+enum Copied {
+    /// Appended, or found already in the target.
+    Yes,
+    /// Skipped, refused, or a dry run.
+    No,
+    /// Skipped, and the POP3 session can no longer be used.
+    SessionLost,
+}
+
 /// One entry of the POP3 listing.
 struct Listed {
     number: u32,
@@ -252,11 +262,15 @@ impl<'a> Pass<'a> {
         let max = acc.policy.max_message_size;
         let todo: Vec<&Listed> = listing
             .iter()
-            .filter(|m| match rows.get(&m.uidl).map(|r| r.state) {
-                None | Some(State::Appending | State::Pending) => true,
-                // A skipped message is looked at again if the limit grew.
-                Some(State::Skipped) => m.size <= max,
-                Some(State::Appended | State::Deleted | State::Rejected) => false,
+            .filter(|m| match rows.get(&m.uidl) {
+                None => true,
+                Some(r) => match r.state {
+                    State::Appending | State::Pending => true,
+                    // A skipped message is looked at again if the limit
+                    // grew past the size it was seen with.
+                    State::Skipped => m.size <= max && r.size <= max,
+                    State::Appended | State::Deleted | State::Rejected => false,
+                },
             })
             .collect();
         let todo_bytes: u64 = todo.iter().map(|m| m.size).sum();
@@ -312,14 +326,20 @@ impl<'a> Pass<'a> {
             }
             let span = info_span!("message", uidl = %m.uidl, n = m.number);
             let row = rows.get(&m.uidl).cloned();
-            if self
+            let copied = self
                 .copy_one(&mut pop, m, row.as_ref())
                 .instrument(span)
-                .await?
-            {
-                appended_here += 1;
-            }
+                .await?;
             self.progress.advanced(&acc.name, m.size);
+            match copied {
+                Copied::Yes => appended_here += 1,
+                Copied::No => {}
+                Copied::SessionLost => {
+                    // The POP3 session is out of step (a message that never
+                    // ended): no DELE, no QUIT; the next session goes on.
+                    return Ok(true);
+                }
+            }
         }
 
         self.delete_and_quit(pop, &listing).await?;
@@ -349,15 +369,31 @@ impl<'a> Pass<'a> {
                 let mut numbers: Vec<u32> = sizes.keys().copied().collect();
                 numbers.sort_unstable();
                 let mut v = Vec::with_capacity(numbers.len());
+                let mut top = true;
                 for n in numbers {
-                    let body = pop
-                        .top(n, 0)
-                        .await
-                        .map_err(|e| pop_failure(acc, "TOP failed", e))?;
-                    let header = body
-                        .read_to_end(crate::spool::MAX_HEADER_BYTES * 4)
-                        .await
-                        .map_err(|e| pop_failure(acc, "TOP failed", e))?;
+                    let header = if top {
+                        match pop.top(n, 0).await {
+                            Ok(body) => Some(
+                                body.read_to_end(crate::spool::MAX_HEADER_BYTES * 4)
+                                    .await
+                                    .map_err(|e| pop_failure(acc, "TOP failed", e))?,
+                            ),
+                            Err(Pop3Error::Server { .. }) => {
+                                warn!(
+                                    "The POP3 server supports neither UIDL nor TOP; deriving message IDs from each whole message (RETR), which reads every message on every run"
+                                );
+                                top = false;
+                                None
+                            }
+                            Err(e) => return Err(pop_failure(acc, "TOP failed", e)),
+                        }
+                    } else {
+                        None
+                    };
+                    let header = match header {
+                        Some(h) => h,
+                        None => self.header_via_retr(pop, n).await?,
+                    };
                     v.push((n, format!("hdr-{}", hex(&Sha256::digest(&header)))));
                 }
                 (v, true)
@@ -379,6 +415,42 @@ impl<'a> Pass<'a> {
             });
         }
         Ok(out)
+    }
+
+    /// The header section of message `n`, read with RETR (for servers
+    /// without TOP). The rest is read and dropped, up to max_message_size.
+    async fn header_via_retr(&self, pop: &mut pop3::Session, n: u32) -> Result<Vec<u8>, Failure> {
+        let acc = self.account;
+        let fail = |e| pop_failure(acc, "RETR failed", e);
+        let limit = crate::spool::MAX_HEADER_BYTES;
+        let mut head: Vec<u8> = Vec::new();
+        let mut total: u64 = 0;
+        let mut body = pop.retr(n).await.map_err(fail)?;
+        while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
+            total = total.saturating_add(chunk.len() as u64);
+            if total > acc.policy.max_message_size {
+                return Err(Failure {
+                    kind: FailureKind::Transient,
+                    message: describe(
+                        "POP3",
+                        &acc.source,
+                        "deriving a message ID",
+                        &format!("message {n} is larger than max_message_size"),
+                    ),
+                    retry_after: None,
+                });
+            }
+            let room = limit.saturating_sub(head.len());
+            head.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        }
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+            .unwrap_or(head.len());
+        head.truncate(end);
+        Ok(head)
     }
 
     fn may_delete(&self, row: &MessageRow) -> bool {
@@ -426,22 +498,23 @@ impl<'a> Pass<'a> {
         pop: &mut pop3::Session,
         m: &Listed,
         row: Option<&MessageRow>,
-    ) -> Result<bool, Failure> {
+    ) -> Result<Copied, Failure> {
         let acc = self.account;
         let max = acc.policy.max_message_size;
         if m.size > max {
             self.skip(m, m.size, row).await?;
-            return Ok(false);
+            return Ok(Copied::No);
         }
         let msg = self.retrieve(pop, m.number, max).await?;
         let Some(msg) = msg else {
-            // The LIST size lied: the message is larger than announced.
+            // The LIST size lied: the message is larger than announced. Its
+            // RETR was abandoned, which leaves the session out of step.
             self.skip(m, max.saturating_add(1), row).await?;
-            return Ok(false);
+            return Ok(Copied::SessionLost);
         };
         let facts = HeaderFacts::parse(msg.header());
         let Some(ledger) = self.ledger() else {
-            return Ok(false);
+            return Ok(Copied::No);
         };
         let mailbox = acc.target.mailbox.as_str();
 
@@ -475,7 +548,7 @@ impl<'a> Pass<'a> {
                         .await
                         .map_err(ledger_failure)?;
                     self.report.copied += 1;
-                    return Ok(true);
+                    return Ok(Copied::Yes);
                 }
                 debug!("Not in the target mailbox; appending");
             }
@@ -496,7 +569,7 @@ impl<'a> Pass<'a> {
                 debug!(uid = ?done.uid, bytes = msg.len(), "Appended");
                 self.report.copied += 1;
                 self.report.bytes += msg.len();
-                Ok(true)
+                Ok(Copied::Yes)
             }
             Err(e) if e.is_overquota() => {
                 // The mailbox is full: nothing else will fit either.
@@ -536,7 +609,7 @@ impl<'a> Pass<'a> {
                         .problems
                         .push(format!("{}: refused (will retry): {text}", m.uidl));
                 }
-                Ok(false)
+                Ok(Copied::No)
             }
             Err(e) => {
                 // The connection failed: the APPEND's outcome is unknown, so
@@ -558,17 +631,13 @@ impl<'a> Pass<'a> {
         let fail = |e| pop_failure(acc, "RETR failed", e);
         let mut spool = Spool::new(self.opts.spool_threshold);
         let mut body = pop.retr(number).await.map_err(fail)?;
-        let mut too_big = false;
         while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
-            // Past the limit the rest is read and dropped, which keeps the
-            // session in step and memory flat.
-            if !too_big {
-                spool.write(chunk).await.map_err(spool_failure)?;
-                too_big = spool.len() > max;
+            spool.write(chunk).await.map_err(spool_failure)?;
+            if spool.len() > max {
+                // Stop reading at once: a message that never ends must not
+                // hold the pass. The session is out of step from here.
+                return Ok(None);
             }
-        }
-        if too_big {
-            return Ok(None);
         }
         Ok(Some(spool.finish().await.map_err(spool_failure)?))
     }

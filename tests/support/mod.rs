@@ -15,8 +15,11 @@
 pub mod certs;
 pub mod config;
 pub mod corpus;
+pub mod fake_imap;
+pub mod fake_pop3;
 pub mod imap;
 pub mod pop3;
+pub mod proxy;
 
 pub use config::{
     ConfigBuilder, Password, Tls, describe_output, popferry, popferry_bin, popferry_command,
