@@ -120,10 +120,10 @@ fn record_metrics(r: &Report) {
         .increment(r.rejected);
     metrics::counter!("popferry_messages_deleted_total", "account" => a.clone())
         .increment(r.deleted);
-    let result = if r.error.is_some() {
-        "failure"
-    } else {
-        "success"
+    let result = match (&r.error, r.interrupted) {
+        (Some(_), _) => "failure",
+        (None, true) => "interrupted",
+        (None, false) => "success",
     };
     metrics::counter!("popferry_runs_total", "account" => a.clone(), "result" => result)
         .increment(1);

@@ -29,5 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(cli::execute(args));
+    // Blocking tasks (a DNS lookup, a file write) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     ExitCode::from(outcome.code())
 }

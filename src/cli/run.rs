@@ -14,12 +14,37 @@ use tracing::{error, info, warn};
 use popferry::config::{self, Config};
 use popferry::daemon::{self, Health, SyncRunner};
 use popferry::ledger::Ledger;
-use popferry::scheduler::Scheduler;
+use popferry::scheduler::{Backoff, Scheduler};
 
 use super::Outcome;
 
 /// How long a stop waits for passes to reach a safe point.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Test knob, not a user setting: a humantime duration that replaces the
+/// first wait after a failed pass (30 s); the longer waits keep their ratio
+/// to it (see `Backoff::scaled`). The end-to-end tests set it so that an
+/// account fails several passes in a row within seconds.
+pub const BACKOFF_BASE_ENV: &str = "POPFERRY_BACKOFF_BASE";
+
+/// The waits after failures: the production schedule unless the test knob
+/// [`BACKOFF_BASE_ENV`] is set.
+fn backoff() -> anyhow::Result<Backoff> {
+    match std::env::var(BACKOFF_BASE_ENV) {
+        Err(_) => Ok(Backoff::default()),
+        Ok(v) => {
+            let base = humantime::parse_duration(v.trim())
+                .map_err(|e| anyhow::anyhow!("{BACKOFF_BASE_ENV}={v:?}: {e}"))?;
+            if base.is_zero() {
+                anyhow::bail!("{BACKOFF_BASE_ENV} must be longer than zero");
+            }
+            warn!(
+                "{BACKOFF_BASE_ENV}={v}: retry waits shortened (a test setting, not for production)"
+            );
+            Ok(Backoff::scaled(base))
+        }
+    }
+}
 
 pub async fn execute(cfg: Config, path: PathBuf) -> Outcome {
     match run(cfg, path).await {
@@ -36,6 +61,7 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let backoff = backoff()?;
 
     let ledger = Ledger::open(&cfg.ledger_path).await?;
     let metrics = daemon::install_metrics()?;
@@ -51,7 +77,8 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
         }),
         health.clone(),
         cfg.daemon.max_concurrent_accounts,
-    );
+    )
+    .with_backoff(backoff);
     scheduler.apply(&cfg.accounts);
     info!(accounts = cfg.accounts.len(), config = %path.display(), "popferry daemon started");
 
@@ -91,7 +118,13 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     if let Some(h) = http {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
-    ledger.close().await;
+    // Closing waits for connections a stuck pass may still hold: bounded.
+    if tokio::time::timeout(Duration::from_secs(5), ledger.close())
+        .await
+        .is_err()
+    {
+        warn!("The ledger did not close within 5 s");
+    }
     info!("popferry daemon stopped");
     Ok(())
 }

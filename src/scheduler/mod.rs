@@ -12,7 +12,13 @@
 //!   holding one permit.
 //! - Cancellation is a [`CancellationToken`] handed to the pass, which stops
 //!   only between messages (a safe point); shutdown waits with a deadline.
-//! - The delay rules are pure functions ([`next_delay`], [`jitter`]).
+//! - The delay rules are pure functions ([`Backoff::next_delay`],
+//!   [`jitter`]); the waits after failures are a value ([`Backoff`]) so that
+//!   end-to-end tests can shorten them without touching the schedule.
+//! - Two passes of one account never overlap: when a reload restarts an
+//!   account (or removes and re-adds it), the new task waits until the old
+//!   one has finished its pass, and a pass cut short by a stop or a reload
+//!   is not reported to the [`Observer`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -59,18 +65,66 @@ pub trait Observer: Send + Sync + 'static {
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// How long to wait before the next pass, before jitter.
-pub fn next_delay(interval: Duration, report: &Report, consecutive_failures: u32) -> Duration {
-    let base = match (report.error_kind, report.error.is_some()) {
-        (_, false) => interval,
-        (Some(FailureKind::Permanent), true) => PERMANENT_RETRY.max(interval),
-        (_, true) => {
-            let exp = consecutive_failures.saturating_sub(1).min(16);
-            BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
+/// The waits after failures. [`Backoff::default`] is the production
+/// schedule ([`BACKOFF_BASE`], [`BACKOFF_CAP`], [`PERMANENT_RETRY`]);
+/// [`Backoff::scaled`] keeps its shape with a shorter base, for tests of the
+/// whole daemon (see `POPFERRY_BACKOFF_BASE` in `cli/run.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First retry after a transient failure; doubles with each one after.
+    pub base: Duration,
+    /// Longest wait after transient failures.
+    pub cap: Duration,
+    /// Wait after a permanent failure (never shorter than the interval).
+    pub permanent: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: BACKOFF_BASE,
+            cap: BACKOFF_CAP,
+            permanent: PERMANENT_RETRY,
         }
-    };
-    // A server's LOGIN-DELAY or [IN-USE] sets a floor.
-    report.retry_after.map_or(base, |floor| base.max(floor))
+    }
+}
+
+impl Backoff {
+    /// The production schedule scaled so that its base is `base`: the cap
+    /// and the wait after a permanent failure keep their ratio to it.
+    pub fn scaled(base: Duration) -> Backoff {
+        let ratio = |d: Duration| d.as_secs_f64() / BACKOFF_BASE.as_secs_f64();
+        Backoff {
+            base,
+            cap: base.mul_f64(ratio(BACKOFF_CAP)),
+            permanent: base.mul_f64(ratio(PERMANENT_RETRY)),
+        }
+    }
+
+    /// How long to wait before the next pass, before jitter.
+    pub fn next_delay(
+        &self,
+        interval: Duration,
+        report: &Report,
+        consecutive_failures: u32,
+    ) -> Duration {
+        let base = match (report.error_kind, report.error.is_some()) {
+            (_, false) => interval,
+            (Some(FailureKind::Permanent), true) => self.permanent.max(interval),
+            (_, true) => {
+                let exp = consecutive_failures.saturating_sub(1).min(16);
+                self.base.saturating_mul(1u32 << exp).min(self.cap)
+            }
+        };
+        // A server's LOGIN-DELAY or [IN-USE] sets a floor.
+        report.retry_after.map_or(base, |floor| base.max(floor))
+    }
+}
+
+/// How long to wait before the next pass, before jitter, on the production
+/// schedule ([`Backoff::default`]).
+pub fn next_delay(interval: Duration, report: &Report, consecutive_failures: u32) -> Duration {
+    Backoff::default().next_delay(interval, report, consecutive_failures)
 }
 
 /// Spreads `delay` by ± [`JITTER`], using `random` as the random source.
@@ -107,6 +161,8 @@ fn fingerprint(a: &Account) -> String {
 struct Running {
     fingerprint: String,
     cancel: CancellationToken,
+    /// Cancelled when the task has ended (its last pass is over).
+    exited: CancellationToken,
 }
 
 /// What a reload changed.
@@ -124,6 +180,12 @@ pub struct Scheduler {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     running: BTreeMap<String, Running>,
+    /// Tasks of removed or changed accounts that may still be finishing a
+    /// pass: a new task for the same name waits for them, so that two passes
+    /// of one account never overlap (they would both settle and append the
+    /// same message).
+    exiting: BTreeMap<String, CancellationToken>,
+    backoff: Backoff,
 }
 
 impl Scheduler {
@@ -139,7 +201,16 @@ impl Scheduler {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             running: BTreeMap::new(),
+            exiting: BTreeMap::new(),
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Uses `backoff` instead of the production waits after failures, for
+    /// the account tasks started from now on.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Scheduler {
+        self.backoff = backoff;
+        self
     }
 
     /// Starts, stops and restarts account tasks so that exactly `accounts`
@@ -157,6 +228,7 @@ impl Scheduler {
             });
             if !keep && let Some(r) = self.running.remove(&name) {
                 r.cancel.cancel();
+                self.exiting.insert(name.clone(), r.exited);
                 if wanted.contains_key(name.as_str()) {
                     changes.changed.push(name);
                 } else {
@@ -172,22 +244,38 @@ impl Scheduler {
                 changes.added.push(a.name.clone());
             }
             let cancel = self.shutdown.child_token();
+            let exited = CancellationToken::new();
             self.running.insert(
                 a.name.clone(),
                 Running {
                     fingerprint: fingerprint(a),
                     cancel: cancel.clone(),
+                    exited: exited.clone(),
                 },
             );
-            let task = account_loop(
-                Arc::new(a.clone()),
-                self.runner.clone(),
-                self.observer.clone(),
-                self.limit.clone(),
+            let previous = self.exiting.remove(&a.name);
+            let task = AccountTask {
+                account: Arc::new(a.clone()),
+                runner: self.runner.clone(),
+                observer: self.observer.clone(),
+                limit: self.limit.clone(),
+                backoff: self.backoff,
                 cancel,
-            );
-            self.tracker.spawn(task);
+            };
+            self.tracker.spawn(async move {
+                // Cancelled when this future ends or is dropped.
+                let _exited = exited.drop_guard();
+                // Not cancellable: the previous task stops at its next safe
+                // point (or runs into its timeouts), and until it has, this
+                // account must not start a pass. If this task is itself
+                // cancelled meanwhile, whoever waits on it waits for both.
+                if let Some(previous) = previous {
+                    previous.cancelled().await;
+                }
+                task.run().await;
+            });
         }
+        self.exiting.retain(|_, t| !t.is_cancelled());
         changes
     }
 
@@ -203,49 +291,65 @@ impl Scheduler {
     }
 }
 
-async fn account_loop(
+struct AccountTask {
     account: Arc<Account>,
     runner: Arc<dyn Runner>,
     observer: Arc<dyn Observer>,
     limit: Arc<Semaphore>,
+    backoff: Backoff,
     cancel: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    let mut delay = first_delay(account.poll_interval, random());
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let report = runner.run(account.clone(), cancel.clone()).await;
-        drop(permit);
-        failures = if report.error.is_some() {
-            failures.saturating_add(1)
-        } else {
-            0
-        };
-        // Jitter first, then the server's floor: LOGIN-DELAY is a minimum.
-        delay = jitter(
-            next_delay(account.poll_interval, &report, failures),
-            random(),
-        )
-        .max(report.retry_after.unwrap_or_default());
-        if report.error.is_some() {
-            warn!(account = %account.name, failures, retry_in = %humantime::format_duration(round(delay)), "Will retry");
-        }
-        observer
-            .finished(account.clone(), report, failures, delay)
-            .await;
-        if cancel.is_cancelled() {
-            info!(account = %account.name, "Stopped");
-            return;
+}
+
+impl AccountTask {
+    async fn run(self) {
+        let AccountTask {
+            account,
+            runner,
+            observer,
+            limit,
+            backoff,
+            cancel,
+        } = self;
+        let mut failures: u32 = 0;
+        let mut delay = first_delay(account.poll_interval, random());
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let report = runner.run(account.clone(), cancel.clone()).await;
+            drop(permit);
+            if cancel.is_cancelled() {
+                // Stopped (shutdown, or the account was removed or changed):
+                // there is no next pass of this task to announce, and a
+                // removed account must not come back into the health report.
+                info!(account = %account.name, "Stopped");
+                return;
+            }
+            failures = if report.error.is_some() {
+                failures.saturating_add(1)
+            } else {
+                0
+            };
+            // Jitter first, then the server's floor: LOGIN-DELAY is a minimum.
+            delay = jitter(
+                backoff.next_delay(account.poll_interval, &report, failures),
+                random(),
+            )
+            .max(report.retry_after.unwrap_or_default());
+            if report.error.is_some() {
+                warn!(account = %account.name, failures, retry_in = %humantime::format_duration(round(delay)), "Will retry");
+            }
+            observer
+                .finished(account.clone(), report, failures, delay)
+                .await;
         }
     }
 }

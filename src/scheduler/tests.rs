@@ -246,3 +246,87 @@ async fn reload_adds_removes_and_restarts_changed_accounts() {
     assert_eq!(script.times("drop").len(), 1, "a removed account stops");
     assert!(script.times("new").len() >= 4, "an added account runs");
 }
+
+/// Records every report the observer is told about.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Option<String>, u32)>>);
+impl Observer for Recorder {
+    fn finished(&self, a: Arc<Account>, r: Report, failures: u32, _: Duration) -> BoxFuture<()> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push((a.name.clone(), r.error, failures));
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_account_waits_for_its_previous_pass_to_end() {
+    // The pass ignores cancellation for 30 s (a slow message, a server that
+    // runs into its timeout): the restarted account must not start a second
+    // pass of the same mailbox meanwhile.
+    let script = Script::new(Duration::from_secs(30), ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 4);
+    s.apply(&[account("edit", "1m")]);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(script.running.load(Ordering::SeqCst), 1, "first pass busy");
+    let c = s.apply(&[account("edit", "2m")]);
+    assert_eq!(c.changed, ["edit"]);
+    // Changed again while the old pass still runs: the third task waits too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.apply(&[account("edit", "3m")]);
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    assert!(s.shutdown(Duration::from_secs(60)).await);
+    assert_eq!(
+        script.max_running.load(Ordering::SeqCst),
+        1,
+        "two passes of one account overlapped"
+    );
+    let t = script.times("edit");
+    assert!(t.len() >= 2, "the changed account runs again: {t:?}");
+    assert!(
+        (t[1] - t[0]) >= Duration::from_secs(30),
+        "the new pass started before the old one ended: {:?}",
+        t[1] - t[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_cut_short_by_removal_is_not_reported() {
+    // A removed account whose last pass fails while it is being removed
+    // must not come back into the health report (it would keep /readyz
+    // unhealthy for an account that no longer exists).
+    let script = Script::new(
+        Duration::from_secs(30),
+        failing(FailureKind::Transient, None),
+    );
+    let rec = Arc::new(Recorder::default());
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), rec.clone(), 4);
+    s.apply(&[account("gone", "1m")]);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(script.running.load(Ordering::SeqCst), 1, "pass busy");
+    s.apply(&[]);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(s.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(script.times("gone").len(), 1);
+    assert!(
+        rec.0.lock().expect("lock").is_empty(),
+        "the cut-short pass was reported: {:?}",
+        rec.0.lock().expect("lock")
+    );
+}
+
+#[test]
+fn scaled_backoff_keeps_its_shape() {
+    let b = Backoff::scaled(Duration::from_millis(50));
+    assert_eq!(b.base, Duration::from_millis(50));
+    assert_eq!(b.cap, Duration::from_secs(6));
+    assert_eq!(b.permanent, Duration::from_secs(6));
+    assert_eq!(Backoff::scaled(BACKOFF_BASE), Backoff::default());
+    let fail = failing(FailureKind::Transient, None)("a");
+    let i = Duration::from_secs(2);
+    assert_eq!(b.next_delay(i, &fail, 3), Duration::from_millis(200));
+    let perm = failing(FailureKind::Permanent, None)("a");
+    assert_eq!(b.next_delay(i, &perm, 1), Duration::from_secs(6));
+    assert_eq!(b.next_delay(i, &Report::default(), 0), i);
+}

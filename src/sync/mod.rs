@@ -100,6 +100,9 @@ pub struct Report {
     pub retry_after: Option<Duration>,
     /// One line per message refused in this pass: UIDL and the server's words.
     pub problems: Vec<String>,
+    /// The pass stopped at a safe point because of a shutdown: neither a
+    /// success nor a failure.
+    pub interrupted: bool,
 }
 
 impl Report {

@@ -133,7 +133,9 @@ pub async fn run_once(
             report.error_kind = Some(f.kind);
             report.retry_after = f.retry_after.or(report.retry_after);
         }
-        if let Some(l) = writable {
+        // An interrupted pass leaves last success and the failure count alone.
+        let record = !(report.interrupted && report.error.is_none());
+        if let Some(l) = writable.filter(|_| record) {
             let err = report
                 .error
                 .clone()
@@ -154,6 +156,10 @@ fn log_report(r: &Report, dry_run: bool) {
     if dry_run {
         info!(account = %r.account, would_copy = r.would_copy, would_copy_bytes = r.would_copy_bytes,
             would_delete = r.would_delete, "Dry run finished");
+    } else if r.interrupted && r.error.is_none() {
+        info!(account = %r.account, copied = r.copied, skipped = r.skipped, rejected = r.rejected,
+            failed = r.failed, deleted = r.deleted, bytes = r.bytes,
+            seconds = r.duration.as_secs_f64(), "Sync interrupted by shutdown");
     } else if let Some(e) = &r.error {
         tracing::error!(account = %r.account, copied = r.copied, skipped = r.skipped,
             rejected = r.rejected, deleted = r.deleted, bytes = r.bytes,
@@ -318,6 +324,7 @@ impl<'a> Pass<'a> {
             // A safe point: the previous message is fully recorded.
             if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 info!("Stopping early: shutting down");
+                self.report.interrupted = true;
                 break;
             }
             if appended_here >= batch {
