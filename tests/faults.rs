@@ -328,14 +328,19 @@ fn imap_tagged_ok_lost_after_the_server_stored_the_message() {
             .nth(2),
     );
     r.faulty_run(f, &r.imap, "IMAP");
-    assert_eq!(
-        r.target_set().len(),
-        2,
-        "the second APPEND landed although popferry did not see the OK"
+    // APPENDs are pipelined: the second and any sent after it may all have
+    // landed, none of them recorded.
+    let landed = r.target_set().len();
+    assert!(
+        landed >= 2,
+        "the second APPEND landed although popferry did not see the OK ({landed} in the target)"
     );
     let out = r.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v[0]["unresolved"], 1, "one intent awaits settling: {v}");
+    let unresolved = v[0]["unresolved"].as_u64().expect("unresolved count");
+    let copied = v[0]["copied"].as_u64().expect("copied count");
+    assert!(unresolved >= 1, "intents await settling: {v}");
+    assert_eq!(copied, 1, "only the first OK was seen and recorded: {v}");
     r.recovers();
 }
 
@@ -349,7 +354,10 @@ fn imap_cut_right_after_the_tagged_ok() {
             .nth(2),
     );
     r.faulty_run(f, &r.imap, "IMAP");
-    assert_eq!(r.target_set().len(), 2);
+    assert!(
+        r.target_set().len() >= 2,
+        "pipelined APPENDs after the cut may have landed too"
+    );
     r.recovers();
 }
 
@@ -392,7 +400,10 @@ fn imap_tagged_ok_lost_for_a_message_without_message_id() {
             .nth(2),
     );
     r.faulty_run(f, &r.imap, "IMAP");
-    assert_eq!(r.target_set().len(), 2);
+    assert!(
+        r.target_set().len() >= 2,
+        "pipelined APPENDs after the cut may have landed too"
+    );
     r.recovers();
 }
 

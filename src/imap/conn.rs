@@ -606,6 +606,34 @@ impl<S: ImapIo> Conn<S> {
         on_data: OnData<'_>,
     ) -> Result<Done, ImapError> {
         let tag = self.begin(budget)?;
+        if let Some(done) = self
+            .write_command(&tag, what, pieces, &mut *on_data)
+            .await?
+        {
+            // Refused before a literal: the command is over and the
+            // connection is in step.
+            self.end();
+            return Ok(done);
+        }
+        let done = self.read_done(&tag, what, on_data).await?;
+        self.end();
+        Ok(done)
+    }
+
+    /// Writes one tagged command made of `pieces`. A synchronizing literal
+    /// waits for the server's "+" (no other command may be in flight then);
+    /// a non-synchronizing one (LITERAL+, or LITERAL- up to 4096 bytes) is
+    /// written at once. Returns `Some` when the server completed the command
+    /// before its literal (a refusal), `None` once everything is written.
+    /// Small pieces and message chunks are coalesced into writes of about
+    /// [`CHUNK`] bytes.
+    async fn write_command(
+        &mut self,
+        tag: &str,
+        what: &'static str,
+        pieces: Vec<Piece<'_>>,
+        on_data: OnData<'_>,
+    ) -> Result<Option<Done>, ImapError> {
         let mut line: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(256));
         line.extend_from_slice(tag.as_bytes());
         line.push(b' ');
@@ -629,36 +657,29 @@ impl<S: ImapIo> Conn<S> {
                 self.write(&line, what).await?;
                 self.flush(what).await?;
                 line.clear();
-                if let Some(done) = self.wait_continue(&tag, what, &mut *on_data).await? {
-                    // Refused before the literal: the command is over and the
-                    // connection is in step.
-                    self.end();
-                    return Ok(done);
+                if let Some(done) = self.wait_continue(tag, what, &mut *on_data).await? {
+                    return Ok(Some(done));
                 }
             }
             match piece {
                 Piece::Literal(data) => line.extend_from_slice(&data),
-                Piece::Message { msg, .. } => {
-                    self.write(&line, what).await?;
-                    line.clear();
-                    self.stream_message(msg, what).await?;
-                }
+                Piece::Message { msg, .. } => self.stream_message(msg, &mut line, what).await?,
                 Piece::Text(_) => {}
             }
         }
         line.extend_from_slice(b"\r\n");
         self.write(&line, what).await?;
         self.flush(what).await?;
-        drop(line);
-        let done = self.read_done(&tag, what, on_data).await?;
-        self.end();
-        Ok(done)
+        Ok(None)
     }
 
-    /// Sends exactly `msg.len()` bytes of the message.
+    /// Appends exactly `msg.len()` bytes of the message to `out`, writing
+    /// `out` whenever it holds [`CHUNK`] bytes or more; the tail stays in
+    /// `out` for the caller to finish and write.
     async fn stream_message(
         &mut self,
         msg: &SpooledMessage,
+        out: &mut Zeroizing<Vec<u8>>,
         what: &'static str,
     ) -> Result<(), ImapError> {
         let spool_err = |server: &str, source: io::Error| ImapError::Spool {
@@ -687,10 +708,81 @@ impl<S: ImapIo> Conn<S> {
                     ),
                 ));
             }
-            self.write(buf.get(..n).unwrap_or_default(), what).await?;
+            out.extend_from_slice(buf.get(..n).unwrap_or_default());
             sent += n as u64;
+            if out.len() >= CHUNK {
+                self.write(out, what).await?;
+                out.clear();
+            }
         }
         Ok(())
+    }
+
+    /// Marks the connection busy with a pipeline of commands (see
+    /// [`super::pipeline`]); it stays unusable for anything else until
+    /// [`Conn::pipe_end`], and for good if the pipeline is abandoned.
+    pub(crate) fn pipe_begin(&mut self) -> Result<(), ImapError> {
+        if self.broken {
+            return Err(
+                self.protocol("the connection is unusable after an interrupted command; reconnect")
+            );
+        }
+        self.broken = true;
+        self.bye = None;
+        self.client.get_mut().remaining = COMMAND_BUDGET;
+        Ok(())
+    }
+
+    /// A fresh tag for the next pipelined command.
+    pub(crate) fn pipe_tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("pf{}", self.next_tag)
+    }
+
+    /// Every pipelined command has completed: the connection is in step.
+    pub(crate) fn pipe_end(&mut self) {
+        self.end();
+    }
+
+    /// Writes one APPEND of `msg` under `tag` while other commands may be in
+    /// flight. With a synchronizing literal the caller must have no command
+    /// in flight; `Some` is then a refusal before the literal.
+    pub(crate) async fn pipe_write_append(
+        &mut self,
+        tag: &str,
+        mailbox: &Arg,
+        flags: Option<&str>,
+        date: Option<&str>,
+        msg: &SpooledMessage,
+    ) -> Result<Option<Done>, ImapError> {
+        let pieces = self.append_pieces(mailbox.clone(), flags, date, msg);
+        self.write_command(tag, "appending messages", pieces, &mut ignore)
+            .await
+    }
+
+    /// Reads responses until the next tagged completion (whichever tag);
+    /// untagged data is skipped, at most [`COMMAND_BUDGET`] bytes of it.
+    pub(crate) async fn pipe_next_done(&mut self) -> Result<(String, Done), ImapError> {
+        const WHAT: &str = "waiting for APPEND results";
+        self.client.get_mut().remaining = COMMAND_BUDGET;
+        loop {
+            match self.next_event(WHAT, &mut ignore).await? {
+                Event::Tagged { tag, done } => return Ok((tag, done)),
+                Event::Continue => {
+                    return Err(
+                        self.protocol(format!("unexpected continuation request while {WHAT}"))
+                    );
+                }
+                Event::Untagged => {}
+            }
+        }
+    }
+
+    /// The caller's check that a tag is one of its own.
+    pub(crate) fn unknown_tag(&self, what: &'static str) -> ImapError {
+        self.protocol(format!(
+            "completion of a command we did not send while {what}"
+        ))
     }
 
     /// A simple command without literals whose OK is all that matters.
@@ -973,14 +1065,15 @@ impl<S: ImapIo> Conn<S> {
         Ok(found)
     }
 
-    /// One APPEND attempt.
-    async fn append_once(
-        &mut self,
+    /// The pieces of one APPEND: literal8 for a message with a NUL when the
+    /// server offers BINARY, else a plain literal.
+    fn append_pieces<'m>(
+        &self,
         mailbox: Arg,
         flags: Option<&str>,
         date: Option<&str>,
-        msg: &SpooledMessage,
-    ) -> Result<Done, ImapError> {
+        msg: &'m SpooledMessage,
+    ) -> Vec<Piece<'m>> {
         let binary = msg.has_nul() && self.caps.binary();
         let mut pieces = vec![Piece::text("APPEND "), Piece::arg(mailbox)];
         if let Some(flags) = flags {
@@ -991,6 +1084,18 @@ impl<S: ImapIo> Conn<S> {
         }
         pieces.push(Piece::text(" "));
         pieces.push(Piece::Message { msg, binary });
+        pieces
+    }
+
+    /// One APPEND attempt.
+    async fn append_once(
+        &mut self,
+        mailbox: Arg,
+        flags: Option<&str>,
+        date: Option<&str>,
+        msg: &SpooledMessage,
+    ) -> Result<Done, ImapError> {
+        let pieces = self.append_pieces(mailbox, flags, date, msg);
         self.exec("appending a message", pieces, COMMAND_BUDGET, &mut ignore)
             .await
     }
@@ -1660,6 +1765,235 @@ mod tests {
             matches!(e, ImapError::Protocol { .. } | ImapError::Bad { .. }),
             "{e}"
         );
+        finish(c, h).await;
+    }
+
+    // ---- pipelined APPEND (super::super::pipeline) ----
+
+    use super::super::pipeline::Pipe;
+
+    type Results = Vec<(u32, Result<Appended, ImapError>)>;
+
+    async fn drain(p: &mut Pipe<'_, u32, DuplexStream>) -> Results {
+        let mut out = Vec::new();
+        while let Some(r) = p.next_result().await.expect("next_result") {
+            out.push(r);
+        }
+        out
+    }
+
+    fn uid(r: &Result<Appended, ImapError>) -> Option<u32> {
+        r.as_ref().ok().and_then(|a| a.uid)
+    }
+
+    #[tokio::test]
+    async fn pipelined_appends_are_written_ahead_and_a_no_affects_only_its_message() {
+        // The server reads all three APPENDs before answering any: a client
+        // that waited for a completion between them would hang here.
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" (\\Seen) {3+}"),
+            ExpectBytes(b"one\r\n".to_vec()),
+            Expect("pf2 APPEND \"INBOX\" (\\Seen) \"05-Jan-2024 10:00:00 +0100\" {3+}"),
+            ExpectBytes(b"two\r\n".to_vec()),
+            Expect("pf3 APPEND \"INBOX\" (\\Seen) {5+}"),
+            ExpectBytes(b"three\r\n".to_vec()),
+            Send(
+                "* 1 EXISTS\r\npf1 OK [APPENDUID 7 1] ok\r\npf2 NO [LIMIT] too big\r\n* 2 EXISTS\r\npf3 OK [APPENDUID 7 2] ok\r\n",
+            ),
+            // Afterwards the connection is in step for ordinary commands.
+            Expect("pf4 NOOP"),
+            Send("pf4 OK done\r\n"),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL+", "UIDPLUS"]);
+        let msgs = [b"one".as_slice(), b"two", b"three"].map(SpooledMessage::from_bytes);
+        let results = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut p = Pipe::new(&mut c, "INBOX", &["\\Seen".into()], 8, 1 << 20).expect("pipe");
+            assert_eq!(p.window(), 8);
+            p.push(1, &msgs[0], None).await.expect("push 1");
+            p.push(2, &msgs[1], Some("5-Jan-2024 10:00:00 +0100"))
+                .await
+                .expect("push 2");
+            p.push(3, &msgs[2], None).await.expect("push 3");
+            assert_eq!(p.pending(), 3);
+            drain(&mut p).await
+        })
+        .await
+        .expect("APPENDs were not pipelined");
+        assert_eq!(results.len(), 3);
+        assert_eq!((results[0].0, uid(&results[0].1)), (1, Some(1)));
+        assert_eq!(results[1].0, 2);
+        let e = results[1].1.as_ref().expect_err("NO");
+        assert!(e.is_permanent_rejection(), "{e}");
+        assert_eq!((results[2].0, uid(&results[2].1)), (3, Some(2)));
+        c.simple("noop", vec![Piece::text("NOOP")])
+            .await
+            .expect("noop")
+            .ok_or_error("x")
+            .expect("ok");
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn completions_out_of_order_are_handed_back_in_push_order() {
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"a\r\n".to_vec()),
+            Expect("pf2 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"b\r\n".to_vec()),
+            Send("pf2 OK [APPENDUID 9 20] ok\r\npf1 OK [APPENDUID 9 10] ok\r\n"),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL+"]);
+        let (a, b) = (
+            SpooledMessage::from_bytes(b"a"),
+            SpooledMessage::from_bytes(b"b"),
+        );
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 4, 1 << 20).expect("pipe");
+        p.push(1, &a, None).await.expect("push");
+        p.push(2, &b, None).await.expect("push");
+        let got: Vec<(u32, Option<u32>)> = drain(&mut p)
+            .await
+            .iter()
+            .map(|(t, r)| (*t, uid(r)))
+            .collect();
+        assert_eq!(got, vec![(1, Some(10)), (2, Some(20))]);
+        drop(p);
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn without_literal_plus_each_append_waits_for_its_continuation() {
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {1}"),
+            Send("+ go\r\n"),
+            ExpectBytes(b"a\r\n".to_vec()),
+            Send("pf1 OK [APPENDUID 9 1] ok\r\n"),
+            Expect("pf2 APPEND \"INBOX\" {1}"),
+            Send("pf2 NO [OVERQUOTA] full\r\n"),
+            Expect("pf3 APPEND \"INBOX\" {1}"),
+            Send("+ go\r\n"),
+            ExpectBytes(b"c\r\n".to_vec()),
+            Send("pf3 OK [APPENDUID 9 2] ok\r\n"),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "UIDPLUS"]);
+        let msgs = [b"a".as_slice(), b"b", b"c"].map(SpooledMessage::from_bytes);
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
+        assert_eq!(p.window(), 1);
+        let mut results = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            while p.is_full() {
+                results.push(p.next_result().await.expect("result").expect("some"));
+            }
+            p.push(i as u32, m, None).await.expect("push");
+        }
+        results.extend(drain(&mut p).await);
+        assert_eq!(uid(&results[0].1), Some(1));
+        assert!(results[1].1.as_ref().is_err_and(ImapError::is_overquota));
+        assert_eq!(uid(&results[2].1), Some(2));
+        drop(p);
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn literal_minus_pipelines_small_messages_and_syncs_large_ones() {
+        let big = vec![b'x'; 5000];
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"a\r\n".to_vec()),
+            // A synchronizing literal goes alone: the small one's completion
+            // is collected before the large one's command line is written.
+            Send("pf1 OK done\r\n"),
+            Expect("pf2 APPEND \"INBOX\" {5000}"),
+            Send("+ go\r\n"),
+            ExpectBytes([big.as_slice(), b"\r\n"].concat()),
+            Send("pf2 OK done\r\n"),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL-"]);
+        let (a, b) = (
+            SpooledMessage::from_bytes(b"a"),
+            SpooledMessage::from_bytes(&big),
+        );
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
+        p.push(1, &a, None).await.expect("push");
+        p.push(2, &b, None).await.expect("push");
+        let got = drain(&mut p).await;
+        assert!(got.iter().all(|(_, r)| r.is_ok()) && got.len() == 2);
+        drop(p);
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_window_refuses_a_push_and_bytes_count() {
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {3+}"),
+            ExpectBytes(b"abc\r\n".to_vec()),
+            Send("pf1 OK ok\r\n"),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL+"]);
+        let m = SpooledMessage::from_bytes(b"abc");
+        {
+            // By bytes: 3 bytes in flight reach the limit of 2.
+            let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 2).expect("pipe");
+            assert!(!p.is_full());
+            p.push(1, &m, None).await.expect("push");
+            assert!(p.is_full());
+            assert!(matches!(
+                p.push(2, &m, None).await,
+                Err(ImapError::InvalidArgument { .. })
+            ));
+            assert_eq!(drain(&mut p).await.len(), 1);
+            assert!(!p.is_full());
+        }
+        assert_eq!(
+            Pipe::<u32, _>::new(&mut c, "INBOX", &[], 1000, 1)
+                .expect("pipe")
+                .window(),
+            super::super::pipeline::MAX_WINDOW
+        );
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_leaves_the_unanswered_ones_unknown() {
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"a\r\n".to_vec()),
+            Expect("pf2 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"b\r\n".to_vec()),
+            Expect("pf3 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"c\r\n".to_vec()),
+            Send("pf1 OK [APPENDUID 3 1] ok\r\n"),
+            Close,
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL+", "UIDPLUS"]);
+        let msgs = [b"a".as_slice(), b"b", b"c"].map(SpooledMessage::from_bytes);
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
+        for (i, m) in msgs.iter().enumerate() {
+            p.push(i as u32 + 1, m, None).await.expect("push");
+        }
+        let first = p.next_result().await.expect("first").expect("some");
+        assert_eq!((first.0, uid(&first.1)), (1, Some(1)));
+        let e = p.next_result().await.expect_err("connection lost");
+        assert!(e.is_transient(), "{e}");
+        let (known, unknown) = p.abandon();
+        assert!(known.is_empty());
+        assert_eq!(unknown, vec![2, 3]);
+        // The session refuses to go on: its replies are out of step.
+        assert!(c.simple("noop", vec![Piece::text("NOOP")]).await.is_err());
+        finish(c, h).await;
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_pipeline_with_appends_in_flight_breaks_the_session() {
+        let (s, h) = fake(vec![
+            Expect("pf1 APPEND \"INBOX\" {1+}"),
+            ExpectBytes(b"a\r\n".to_vec()),
+        ]);
+        let mut c = conn(s, &["IMAP4rev1", "LITERAL+"]);
+        let m = SpooledMessage::from_bytes(b"a");
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
+        p.push(7, &m, None).await.expect("push");
+        drop(p);
+        assert!(c.simple("noop", vec![Piece::text("NOOP")]).await.is_err());
         finish(c, h).await;
     }
 }

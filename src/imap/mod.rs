@@ -22,6 +22,14 @@
 //! subscriber anyway (`async_imap=info,imap_proto=info`): that is the
 //! safeguard should anyone ever call async-imap's own `login`/`authenticate`.
 //!
+//! # Pipelining
+//!
+//! [`Session::append_pipeline`] keeps several APPENDs in flight with
+//! non-synchronizing literals and hands the results back in order (see
+//! `pipeline`), falling back to one at a time without LITERAL+/LITERAL-.
+//! The connection has `TCP_NODELAY` (set in [`crate::net`]), so small
+//! commands are not held back by Nagle's algorithm.
+//!
 //! # TRYCREATE
 //!
 //! When an APPEND is answered NO `[TRYCREATE]`, [`Session::append`] creates the
@@ -39,6 +47,7 @@ mod conn;
 mod encode;
 mod error;
 mod lookup;
+mod pipeline;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -47,6 +56,7 @@ use tokio_io_timeout::TimeoutStream;
 
 pub use caps::Capabilities;
 pub use error::ImapError;
+pub use pipeline::{AppendPipeline, AppendResult, MAX_WINDOW as MAX_APPEND_WINDOW};
 
 use crate::config::ServerSettings;
 use crate::net::{self, MaybeTls, TlsMode};
@@ -205,6 +215,23 @@ impl Session {
         msg: &SpooledMessage,
     ) -> Result<Appended, ImapError> {
         self.conn.append(mailbox, flags, internal_date, msg).await
+    }
+
+    /// Pipelined APPENDs to `mailbox` with `flags`: up to `window` APPENDs
+    /// (clamped to `1..=`[`MAX_APPEND_WINDOW`]) and about `max_bytes` of
+    /// literals in flight when the server offers LITERAL+ or LITERAL-, one at
+    /// a time otherwise. Results come back in push order, each with its
+    /// APPENDUID; see [`AppendPipeline`]. The session is busy until every
+    /// result was taken (or the pipeline abandoned after a failure).
+    pub fn append_pipeline<T>(
+        &mut self,
+        mailbox: &str,
+        flags: &[String],
+        window: usize,
+        max_bytes: u64,
+    ) -> Result<AppendPipeline<'_, T>, ImapError> {
+        pipeline::Pipe::new(&mut self.conn, mailbox, flags, window, max_bytes)
+            .map(AppendPipeline::new)
     }
 
     /// Looks in `mailbox` (EXAMINE, read-only) for a message whose

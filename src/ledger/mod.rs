@@ -221,6 +221,81 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records the intents of several messages in one transaction (one
+    /// fsync), before any of their APPENDs is sent.
+    pub async fn record_intents(
+        &self,
+        account: &str,
+        intents: &[Intent<'_>],
+    ) -> anyhow::Result<()> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for i in intents {
+            sqlx::query(
+                "INSERT INTO messages (account, uidl, uidl_derived, state, size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (account, uidl) DO UPDATE SET
+                   state = 'appending', size = excluded.size, sha256 = excluded.sha256,
+                   message_id = excluded.message_id, message_date = excluded.message_date,
+                   mailbox = excluded.mailbox, updated_at = excluded.updated_at",
+            )
+            .bind(account)
+            .bind(i.uidl)
+            .bind(i.uidl_derived)
+            .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
+            .bind(i.sha256)
+            .bind(i.message_id)
+            .bind(i.message_date)
+            .bind(i.mailbox)
+            .bind(t)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot record the intent to append in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot record the intent to append in the ledger")?;
+        Ok(())
+    }
+
+    /// Records the server's OK for several APPENDs in one transaction:
+    /// `(uidl, uidvalidity, uid)`.
+    pub async fn record_appended_many(
+        &self,
+        account: &str,
+        done: &[(String, Option<u32>, Option<u32>)],
+    ) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for (uidl, uidvalidity, uid) in done {
+            sqlx::query(
+                "UPDATE messages SET state = 'appended', uidvalidity = ?, uid = ?, appended_at = ?,
+                   last_error = NULL, updated_at = ?
+                 WHERE account = ? AND uidl = ?",
+            )
+            .bind(uidvalidity.map(i64::from))
+            .bind(uid.map(i64::from))
+            .bind(t)
+            .bind(t)
+            .bind(account)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot record an APPEND in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot record an APPEND in the ledger")?;
+        Ok(())
+    }
+
     /// Records the server's OK for an APPEND (or a copy found in the target).
     pub async fn record_appended(
         &self,
@@ -527,6 +602,25 @@ mod tests {
             (st[0].consecutive_failures, st[0].last_error.clone()),
             (0, None)
         );
+    }
+
+    #[tokio::test]
+    async fn batches_record_intents_and_results() {
+        let (_d, l) = ledger().await;
+        l.record_intents("acc", &[intent("a"), intent("b"), intent("c")])
+            .await
+            .expect("intents");
+        l.record_appended_many(
+            "acc",
+            &[("a".into(), Some(1), Some(10)), ("c".into(), None, None)],
+        )
+        .await
+        .expect("appended");
+        let rows = l.messages("acc").await.expect("rows");
+        assert_eq!(rows["a"].state, State::Appended);
+        assert_eq!(rows["b"].state, State::Appending);
+        assert_eq!(rows["c"].state, State::Appended);
+        l.record_intents("acc", &[]).await.expect("empty is fine");
     }
 
     #[tokio::test]

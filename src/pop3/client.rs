@@ -80,9 +80,12 @@ pub async fn connect(settings: &ServerSettings) -> Result<Session, Pop3Error> {
 /// An authorized POP3 session. `S` is the transport; it is
 /// [`MaybeTls`] except in tests and custom transports.
 pub struct Session<S = MaybeTls> {
-    conn: Connection<S>,
+    pub(super) conn: Connection<S>,
     caps: Capabilities,
     tls: bool,
+    /// Several commands may be written before their replies are read: the
+    /// server announced PIPELINING and nobody turned it off.
+    pub(super) pipelining: bool,
 }
 
 /// Which login is used, for logs and error messages.
@@ -136,7 +139,7 @@ where
 /// Reads a multi-line listing to its end, parsing each line. A line that
 /// does not parse is reported after the listing has been read, so the
 /// session stays in step.
-async fn read_listing<S, T>(
+pub(super) async fn read_listing<S, T>(
     conn: &mut Connection<S>,
     what: &'static str,
     max_entries: usize,
@@ -171,12 +174,17 @@ where
     }
 }
 
-fn err_reply<S>(conn: &Connection<S>, command: &'static str, st: Status, auth: bool) -> Pop3Error {
+pub(super) fn err_reply<S>(
+    conn: &Connection<S>,
+    command: &'static str,
+    st: Status,
+    auth: bool,
+) -> Pop3Error {
     let text = st.text_lossy();
     Pop3Error::from_err_reply(conn.server(), command, st.code, text, auth)
 }
 
-fn unexpected_continue<S>(conn: &mut Connection<S>, command: &'static str) -> Pop3Error {
+pub(super) fn unexpected_continue<S>(conn: &mut Connection<S>, command: &'static str) -> Pop3Error {
     conn.poison();
     Pop3Error::Protocol {
         server: conn.server().to_owned(),
@@ -321,7 +329,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         tracing::debug!(server = %conn.server(), mechanism = login.name(), "POP3 logged in");
-        Ok(Session { conn, caps, tls })
+        let pipelining = caps.pipelining();
+        Ok(Session {
+            conn,
+            caps,
+            tls,
+            pipelining,
+        })
     }
 
     /// What the server announced (after STLS, the post-TLS announcement).
@@ -360,44 +374,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// LIST (no argument): message number and size of every message.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
-        expect_ok(&mut self.conn, &Command::List, false).await?;
-        read_listing(
-            &mut self.conn,
-            "LIST",
-            MAX_LISTING_ENTRIES,
-            proto::parse_list_line,
-        )
-        .await
+        self.conn.send(&Command::List).await?;
+        read_list_reply(&mut self.conn).await
     }
 
     /// UIDL (no argument): message number and unique id of every message;
     /// `None` when the server does not support UIDL (-ERR without a code
     /// that says otherwise).
     pub async fn uidl(&mut self) -> Result<Option<Vec<(u32, String)>>, Pop3Error> {
-        let cmd = Command::Uidl;
-        self.conn.send(&cmd).await?;
-        let st = self.conn.read_status(cmd.name()).await?;
-        match st.kind {
-            StatusKind::Ok => {}
-            StatusKind::Err => {
-                return match st.code {
-                    None | Some(RespCode::Other(_)) => {
-                        tracing::debug!(server = %self.conn.server(), "UIDL not supported: {}", st.text_lossy());
-                        Ok(None)
-                    }
-                    Some(_) => Err(err_reply(&self.conn, cmd.name(), st, false)),
-                };
-            }
-            StatusKind::Continue => return Err(unexpected_continue(&mut self.conn, cmd.name())),
-        }
-        read_listing(
-            &mut self.conn,
-            "UIDL",
-            MAX_LISTING_ENTRIES,
-            proto::parse_uidl_line,
-        )
-        .await
-        .map(Some)
+        self.conn.send(&Command::Uidl).await?;
+        read_uidl_reply(&mut self.conn).await
     }
 
     /// RETR: the whole message, as a stream of decoded bytes.
@@ -442,6 +428,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+/// Reads the reply to LIST (status and listing).
+pub(super) async fn read_list_reply<S>(
+    conn: &mut Connection<S>,
+) -> Result<Vec<(u32, u64)>, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    read_ok(conn, "LIST", false).await?;
+    read_listing(conn, "LIST", MAX_LISTING_ENTRIES, proto::parse_list_line).await
+}
+
+/// Reads the reply to UIDL; `None` when the server does not support UIDL
+/// (-ERR without a code that says otherwise).
+pub(super) async fn read_uidl_reply<S>(
+    conn: &mut Connection<S>,
+) -> Result<Option<Vec<(u32, String)>>, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let st = conn.read_status("UIDL").await?;
+    match st.kind {
+        StatusKind::Ok => {}
+        StatusKind::Err => {
+            return match st.code {
+                None | Some(RespCode::Other(_)) => {
+                    tracing::debug!(server = %conn.server(), "UIDL not supported: {}", st.text_lossy());
+                    Ok(None)
+                }
+                Some(_) => Err(err_reply(conn, "UIDL", st, false)),
+            };
+        }
+        StatusKind::Continue => return Err(unexpected_continue(conn, "UIDL")),
+    }
+    read_listing(conn, "UIDL", MAX_LISTING_ENTRIES, proto::parse_uidl_line)
+        .await
+        .map(Some)
+}
+
+/// Reads one status line and requires `+OK`.
+pub(super) async fn read_ok<S>(
+    conn: &mut Connection<S>,
+    command: &'static str,
+    auth: bool,
+) -> Result<Status, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let st = conn.read_status(command).await?;
+    match st.kind {
+        StatusKind::Ok => Ok(st),
+        StatusKind::Err => Err(err_reply(conn, command, st, auth)),
+        StatusKind::Continue => Err(unexpected_continue(conn, command)),
+    }
+}
+
 /// Sends a single-line command and requires `+OK`.
 async fn expect_ok<S>(
     conn: &mut Connection<S>,
@@ -452,12 +493,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     conn.send(cmd).await?;
-    let st = conn.read_status(cmd.name()).await?;
-    match st.kind {
-        StatusKind::Ok => Ok(st),
-        StatusKind::Err => Err(err_reply(conn, cmd.name(), st, auth)),
-        StatusKind::Continue => Err(unexpected_continue(conn, cmd.name())),
-    }
+    read_ok(conn, cmd.name(), auth).await
 }
 
 /// A message being received: decoded (dot-unstuffed) bytes, chunk by chunk.
@@ -469,7 +505,7 @@ pub struct Body<'a, S = MaybeTls> {
 }
 
 impl<'a, S> Body<'a, S> {
-    fn new(conn: &'a mut Connection<S>) -> Body<'a, S> {
+    pub(super) fn new(conn: &'a mut Connection<S>) -> Body<'a, S> {
         Body {
             conn,
             dec: DotDecoder::new(),

@@ -121,8 +121,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         })?;
         // The Debug form of a command redacts secrets.
         tracing::debug!(server = %self.server, "C: {cmd:?}");
+        self.write_all(&line).await
+    }
+
+    /// Sends several commands in one write (RFC 2449 PIPELINING): the caller
+    /// has checked that the server pipelines and bounds how many go at once.
+    /// Secret-bearing commands are refused here: only TRANSACTION commands
+    /// are ever pipelined.
+    pub async fn send_batch(&mut self, cmds: &[Command<'_>]) -> Result<(), Pop3Error> {
+        self.check()?;
+        let mut out = Vec::with_capacity(cmds.len().saturating_mul(16));
+        for cmd in cmds {
+            if cmd.is_sensitive() {
+                return Err(Pop3Error::Unsupported {
+                    server: self.server.clone(),
+                    what: format!("{} is never pipelined", cmd.name()),
+                });
+            }
+            cmd.encode(&mut out).map_err(|e| Pop3Error::Unsupported {
+                server: self.server.clone(),
+                what: format!("cannot send {}: {e}", cmd.name()),
+            })?;
+            tracing::debug!(server = %self.server, "C: {cmd:?} (pipelined)");
+        }
+        self.write_all(&out).await
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Pop3Error> {
         let write = async {
-            self.stream.write_all(&line).await?;
+            self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
         match tokio::time::timeout(self.timeout, write).await {

@@ -10,7 +10,10 @@
 //! - `connection`: a stream with a bounded read buffer and a deadline on
 //!   every read and write;
 //! - `client`: the conversation, with a typestate [`Session`] that exists only
-//!   once logged in, and a streaming [`Body`] per message.
+//!   once logged in, and a streaming [`Body`] per message;
+//! - `pipeline`: RFC 2449 PIPELINING (LIST+UIDL in one flight, a bounded
+//!   window of RETRs as a [`RetrStream`], DELEs in a sliding window), which
+//!   falls back to one command at a time on servers that do not announce it.
 //!
 //! This module is the facade: the sync engine uses [`connect`], [`Session`],
 //! [`Body`], [`Capabilities`] and [`Pop3Error`].
@@ -18,6 +21,7 @@
 mod client;
 mod connection;
 mod error;
+mod pipeline;
 pub mod proto;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -25,4 +29,5 @@ mod tests;
 
 pub use client::{Body, Session, connect};
 pub use error::Pop3Error;
+pub use pipeline::{Each, MAX_WINDOW, RetrStream};
 pub use proto::{Capabilities, RespCode};

@@ -1,9 +1,10 @@
 //! The pass itself. See the module doc of [`crate::sync`] for the rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::headers::HeaderFacts;
@@ -185,14 +186,159 @@ struct Pass<'a> {
     report: &'a mut Report,
 }
 
-/// What [`Pass::copy_one`] did with a message.
-enum Copied {
-    /// Appended, or found already in the target.
-    Yes,
-    /// Skipped, refused, or a dry run.
-    No,
-    /// Skipped, and the POP3 session can no longer be used.
+/// RETRs in flight on the POP3 side (with PIPELINING; one without).
+const RETR_WINDOW: usize = 32;
+/// APPENDs in flight on the IMAP side (with LITERAL+; one without).
+const APPEND_WINDOW: usize = 32;
+/// Literal bytes in flight on the IMAP side.
+const APPEND_BYTES_IN_FLIGHT: u64 = 16 << 20;
+/// Messages read but not yet appended. Each holds at most the spool
+/// threshold in memory (larger ones wait in their temporary file), so the
+/// queue is bounded in bytes too.
+const QUEUE: usize = 16;
+
+/// What the POP3 side hands to the IMAP side.
+enum Fetched {
+    Message(Box<SpooledMessage>),
+    /// Larger than max_message_size part-way through its RETR (the LIST
+    /// size lied); the POP3 session had to be abandoned.
+    TooBig,
+}
+
+/// How the POP3 side of a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Produced {
+    All,
+    /// The IMAP side stopped taking messages (shutdown or failure).
+    Stopped,
+    /// A RETR was abandoned: the session cannot be used further.
     SessionLost,
+}
+
+/// A queued message on the IMAP side.
+struct Item {
+    /// Index into the session's list of messages to fetch.
+    index: usize,
+    fetched: Fetched,
+    /// Already looked for in the target (and not found).
+    looked_up: bool,
+    sha: String,
+}
+
+impl Item {
+    fn new(index: usize, fetched: Fetched) -> Item {
+        let sha = match &fetched {
+            Fetched::Message(m) => m.sha256_hex(),
+            Fetched::TooBig => String::new(),
+        };
+        Item {
+            index,
+            fetched,
+            looked_up: false,
+            sha,
+        }
+    }
+}
+
+/// Why one pipeline ended.
+enum PipeEnd {
+    Done,
+    /// This message must be looked up in the target before it is appended.
+    Lookup(Box<Item>),
+}
+
+fn session_lost() -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        message: "IMAP session lost".into(),
+        retry_after: None,
+    }
+}
+
+fn intent<'x>(
+    m: &'x Listed,
+    msg: &SpooledMessage,
+    facts: &'x HeaderFacts,
+    sha: &'x str,
+    mailbox: &'x str,
+) -> Intent<'x> {
+    Intent {
+        uidl: &m.uidl,
+        uidl_derived: m.derived,
+        size: msg.len(),
+        sha256: sha,
+        message_id: facts.message_id.as_deref(),
+        message_date: facts.arrival().map(|d| d.to_timestamp()),
+        mailbox,
+    }
+}
+
+/// Looks for `msg` in the target mailbox: by Message-ID and size, or
+/// (without a Message-ID) by size and the SHA-256 of its header section.
+async fn find_in_target(
+    imap: &mut imap::Session,
+    acc: &Account,
+    msg: &SpooledMessage,
+    facts: &HeaderFacts,
+) -> Result<Option<u32>, ImapError> {
+    let mailbox = acc.target.mailbox.as_str();
+    match &facts.message_id {
+        Some(mid) => imap.find_message(mailbox, mid, msg.len()).await,
+        None => {
+            let digest: [u8; 32] = Sha256::digest(msg.header()).into();
+            imap.find_by_header(mailbox, digest, msg.len()).await
+        }
+    }
+}
+
+/// The POP3 side of a session: RETRs `numbers` (pipelined where the server
+/// offers it) into spools and queues them, in order.
+async fn produce(
+    pop: &mut pop3::Session,
+    acc: &Account,
+    numbers: &[u32],
+    threshold: usize,
+    tx: mpsc::Sender<(usize, Fetched)>,
+) -> Result<Produced, Failure> {
+    let max = acc.policy.max_message_size;
+    let fail = |e| pop_failure(acc, "RETR failed", e);
+    let mut stream = pop.retr_pipelined(numbers, RETR_WINDOW);
+    let mut index = 0usize;
+    loop {
+        let Some((_, body)) = stream.next_message().await.map_err(fail)? else {
+            break;
+        };
+        let mut body = body.map_err(fail)?;
+        let mut spool = Spool::new(threshold);
+        let mut too_big = false;
+        while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
+            spool.write(chunk).await.map_err(spool_failure)?;
+            if spool.len() > max {
+                // Stop reading at once: a message that never ends must not
+                // hold the pass. The session is out of step from here.
+                too_big = true;
+                break;
+            }
+        }
+        drop(body);
+        if too_big {
+            let _ = tx.send((index, Fetched::TooBig)).await;
+            return Ok(Produced::SessionLost);
+        }
+        let msg = spool.finish().await.map_err(spool_failure)?;
+        if tx
+            .send((index, Fetched::Message(Box::new(msg))))
+            .await
+            .is_err()
+        {
+            // Read off what is in flight so that the session stays usable
+            // for DELE and QUIT.
+            stream.drain().await.map_err(fail)?;
+            return Ok(Produced::Stopped);
+        }
+        index += 1;
+    }
+    Ok(Produced::All)
 }
 
 /// One entry of the POP3 listing.
@@ -313,60 +459,62 @@ impl<'a> Pass<'a> {
 
         self.progress
             .listed(&acc.name, todo.len() as u64, todo_bytes);
+
+        // Too large by its LIST size: recorded without being read.
+        let mut fetch: Vec<&Listed> = Vec::with_capacity(todo.len());
+        for m in todo {
+            if m.size > max {
+                let row = rows.get(&m.uidl);
+                self.skip(m, m.size, row).await?;
+                self.progress.advanced(&acc.name, m.size);
+            } else {
+                fetch.push(m);
+            }
+        }
+        // With a delete policy, one session handles a batch, so that its
+        // DELEs are committed (at QUIT) before the next batch is read.
         let batch = if acc.policy.delete == DeletePolicy::Never {
             usize::MAX
         } else {
             self.opts.delete_batch.max(1)
         };
-        let mut more = false;
-        let mut appended_here = 0usize;
-        for m in todo {
-            // A safe point: the previous message is fully recorded.
-            if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                info!("Stopping early: shutting down");
-                self.report.interrupted = true;
-                break;
-            }
-            if appended_here >= batch {
-                more = true;
-                break;
-            }
-            let span = info_span!("message", uidl = %m.uidl, n = m.number);
-            let row = rows.get(&m.uidl).cloned();
-            let copied = self
-                .copy_one(&mut pop, m, row.as_ref())
-                .instrument(span)
-                .await?;
-            self.progress.advanced(&acc.name, m.size);
-            match copied {
-                Copied::Yes => appended_here += 1,
-                Copied::No => {}
-                Copied::SessionLost => {
-                    // The POP3 session is out of step (a message that never
-                    // ended): no DELE, no QUIT; the next session goes on.
-                    return Ok(true);
-                }
-            }
+        let more = fetch.len() > batch;
+        fetch.truncate(batch);
+        if fetch.is_empty() {
+            self.delete_and_quit(pop, &listing).await?;
+            return Ok(more);
         }
 
+        // The POP3 side reads (RETR, pipelined where offered) while the IMAP
+        // side appends (LITERAL+ where offered); a bounded queue joins them.
+        let numbers: Vec<u32> = fetch.iter().map(|m| m.number).collect();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let threshold = self.opts.spool_threshold;
+        let (produced, consumed) = tokio::join!(
+            produce(&mut pop, acc, &numbers, threshold, tx),
+            self.consume(&fetch, &rows, rx)
+        );
+        consumed?;
+        if produced? == Produced::SessionLost {
+            // The POP3 session is out of step (a message that never ended):
+            // no DELE, no QUIT; the next session goes on.
+            return Ok(true);
+        }
+        let interrupted = self.report.interrupted;
         self.delete_and_quit(pop, &listing).await?;
-        Ok(more)
+        Ok(more && !interrupted)
     }
 
     /// UIDL listing with sizes; without UIDL support, IDs derived from a
     /// digest of each message's header section (TOP n 0).
     async fn listing(&mut self, pop: &mut pop3::Session) -> Result<Vec<Listed>, Failure> {
         let acc = self.account;
-        let sizes: HashMap<u32, u64> = pop
-            .list()
+        // One flight with PIPELINING, one after the other without.
+        let (list, uidls) = pop
+            .list_and_uidl()
             .await
-            .map_err(|e| pop_failure(acc, "LIST failed", e))?
-            .into_iter()
-            .collect();
-        let uidls = pop
-            .uidl()
-            .await
-            .map_err(|e| pop_failure(acc, "UIDL failed", e))?;
+            .map_err(|e| pop_failure(acc, "LIST/UIDL failed", e))?;
+        let sizes: HashMap<u32, u64> = list.into_iter().collect();
         let (pairs, derived) = match uidls {
             Some(v) => (v, false),
             None => {
@@ -498,178 +646,319 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// Copies one message. Returns true when it was appended (or found
-    /// already in the target).
-    async fn copy_one(
+    /// The IMAP side of a session: appends what the POP3 side queues, in
+    /// order, recording the intents before and the results after.
+    async fn consume(
         &mut self,
-        pop: &mut pop3::Session,
-        m: &Listed,
-        row: Option<&MessageRow>,
-    ) -> Result<Copied, Failure> {
+        fetch: &[&Listed],
+        rows: &HashMap<String, MessageRow>,
+        mut rx: mpsc::Receiver<(usize, Fetched)>,
+    ) -> Result<(), Failure> {
         let acc = self.account;
-        let max = acc.policy.max_message_size;
-        if m.size > max {
-            self.skip(m, m.size, row).await?;
-            return Ok(Copied::No);
-        }
-        let msg = self.retrieve(pop, m.number, max).await?;
-        let Some(msg) = msg else {
-            // The LIST size lied: the message is larger than announced. Its
-            // RETR was abandoned, which leaves the session out of step.
-            self.skip(m, max.saturating_add(1), row).await?;
-            return Ok(Copied::SessionLost);
-        };
-        let facts = HeaderFacts::parse(msg.header());
         let Some(ledger) = self.ledger() else {
-            return Ok(Copied::No);
+            return Ok(());
         };
-        let mailbox = acc.target.mailbox.as_str();
-
-        let sha = msg.sha256_hex();
-        ledger
-            .record_intent(
-                &acc.name,
-                &Intent {
-                    uidl: &m.uidl,
-                    uidl_derived: m.derived,
-                    size: msg.len(),
-                    sha256: &sha,
-                    message_id: facts.message_id.as_deref(),
-                    message_date: facts.arrival().map(|d| d.to_timestamp()),
-                    mailbox,
-                },
-            )
-            .await
-            .map_err(ledger_failure)?;
-
-        // An intent without a result (the APPEND may or may not have
-        // landed), or no ledger at all: look before appending again.
-        let unresolved = row.map(|r| r.state) == Some(State::Appending);
-        if unresolved || self.recovering {
-            self.imap().await?;
-            if unresolved || self.target_count > 0 {
-                if let Some(uid) = self.find_in_target(&msg, &facts).await? {
-                    info!(uid, "Already in the target mailbox; not appending again");
+        self.imap().await?;
+        let Some(mut session) = self.imap.take() else {
+            return Err(session_lost());
+        };
+        let mut queue: VecDeque<Item> = VecDeque::new();
+        loop {
+            match self
+                .pipe_run(&mut session, ledger, fetch, rows, &mut rx, &mut queue)
+                .await?
+            {
+                PipeEnd::Done => break,
+                PipeEnd::Lookup(mut item) => {
+                    // Settle before appending again: look in the target.
+                    let m = fetch.get(item.index).copied().ok_or_else(session_lost)?;
+                    let Fetched::Message(msg) = &item.fetched else {
+                        continue;
+                    };
+                    let facts = HeaderFacts::parse(msg.header());
                     ledger
-                        .record_appended(&acc.name, &m.uidl, None, Some(uid))
+                        .record_intent(
+                            &acc.name,
+                            &intent(m, msg, &facts, &item.sha, &acc.target.mailbox),
+                        )
                         .await
                         .map_err(ledger_failure)?;
-                    self.report.copied += 1;
-                    return Ok(Copied::Yes);
+                    let found = find_in_target(&mut session, acc, msg, &facts)
+                        .await
+                        .map_err(|e| {
+                            imap_failure(acc, "looking for a message in the target failed", e)
+                        })?;
+                    if let Some(uid) = found {
+                        info!(uidl = %m.uidl, uid, "Already in the target mailbox; not appending again");
+                        ledger
+                            .record_appended(&acc.name, &m.uidl, None, Some(uid))
+                            .await
+                            .map_err(ledger_failure)?;
+                        self.report.copied += 1;
+                        self.progress.advanced(&acc.name, m.size);
+                    } else {
+                        debug!(uidl = %m.uidl, "Not in the target mailbox; appending");
+                        item.looked_up = true;
+                        queue.push_front(*item);
+                    }
                 }
-                debug!("Not in the target mailbox; appending");
             }
         }
-
-        let internal_date = facts.internal_date(acc.target.internal_date);
-        let result = {
-            let imap = self.imap().await?;
-            imap.append(mailbox, &acc.target.flags, internal_date.as_deref(), &msg)
-                .await
-        };
-        match result {
-            Ok(done) => {
-                ledger
-                    .record_appended(&acc.name, &m.uidl, done.uidvalidity, done.uid)
-                    .await
-                    .map_err(ledger_failure)?;
-                debug!(uid = ?done.uid, bytes = msg.len(), "Appended");
-                self.report.copied += 1;
-                self.report.bytes += msg.len();
-                Ok(Copied::Yes)
-            }
-            Err(e) if e.is_overquota() => {
-                // The mailbox is full: nothing else will fit either.
-                let text = e.to_string();
-                ledger
-                    .record_failure(&acc.name, &m.uidl, &text, false, acc.policy.max_attempts)
-                    .await
-                    .map_err(ledger_failure)?;
-                Err(imap_failure(
-                    acc,
-                    "the target mailbox is over quota; will retry later",
-                    e,
-                ))
-            }
-            Err(e) if e.is_permanent_rejection() => {
-                let text = e.to_string();
-                let state = ledger
-                    .record_failure(&acc.name, &m.uidl, &text, true, acc.policy.max_attempts)
-                    .await
-                    .map_err(ledger_failure)?;
-                let attempts = row.map_or(0, |r| r.attempts) + 1;
-                if state == State::Rejected {
-                    warn!(
-                        "The target refused the message {attempts} times; rejected, left on the POP3 server: {text}"
-                    );
-                    self.report.rejected += 1;
-                    self.report
-                        .problems
-                        .push(format!("{}: rejected: {text}", m.uidl));
-                } else {
-                    warn!(
-                        "The target refused the message (attempt {attempts} of {}); will retry: {text}",
-                        acc.policy.max_attempts
-                    );
-                    self.report.failed += 1;
-                    self.report
-                        .problems
-                        .push(format!("{}: refused (will retry): {text}", m.uidl));
-                }
-                Ok(Copied::No)
-            }
-            Err(e) => {
-                // The connection failed: the APPEND's outcome is unknown, so
-                // the intent stays unresolved and the next run settles it.
-                self.imap = None;
-                Err(imap_failure(acc, "APPEND failed", e))
-            }
-        }
+        self.imap = Some(session);
+        Ok(())
     }
 
-    /// RETR into a spool. `None` when the message exceeds `max` bytes.
-    async fn retrieve(
+    /// Appends through one pipeline until the queue is done, or until a
+    /// message must first be looked up in the target (which needs the
+    /// session to itself).
+    async fn pipe_run(
         &mut self,
-        pop: &mut pop3::Session,
-        number: u32,
-        max: u64,
-    ) -> Result<Option<SpooledMessage>, Failure> {
-        let acc = self.account;
-        let fail = |e| pop_failure(acc, "RETR failed", e);
-        let mut spool = Spool::new(self.opts.spool_threshold);
-        let mut body = pop.retr(number).await.map_err(fail)?;
-        while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
-            spool.write(chunk).await.map_err(spool_failure)?;
-            if spool.len() > max {
-                // Stop reading at once: a message that never ends must not
-                // hold the pass. The session is out of step from here.
-                return Ok(None);
-            }
-        }
-        Ok(Some(spool.finish().await.map_err(spool_failure)?))
-    }
-
-    /// Looks for `msg` in the target mailbox: by Message-ID and size, or
-    /// (without a Message-ID) by size and the SHA-256 of its header section.
-    async fn find_in_target(
-        &mut self,
-        msg: &SpooledMessage,
-        facts: &HeaderFacts,
-    ) -> Result<Option<u32>, Failure> {
+        session: &mut imap::Session,
+        ledger: &Ledger,
+        fetch: &[&Listed],
+        rows: &HashMap<String, MessageRow>,
+        rx: &mut mpsc::Receiver<(usize, Fetched)>,
+        queue: &mut VecDeque<Item>,
+    ) -> Result<PipeEnd, Failure> {
         let acc = self.account;
         let mailbox = acc.target.mailbox.as_str();
-        let imap = self.imap().await?;
-        let found = match &facts.message_id {
-            Some(mid) => imap.find_message(mailbox, mid, msg.len()).await,
-            None => {
-                let digest: [u8; 32] = Sha256::digest(msg.header()).into();
-                imap.find_by_header(mailbox, digest, msg.len()).await
+        let mut pipe = session
+            .append_pipeline::<(usize, u64)>(
+                mailbox,
+                &acc.target.flags,
+                APPEND_WINDOW,
+                APPEND_BYTES_IN_FLIGHT,
+            )
+            .map_err(|e| imap_failure(acc, "APPEND failed", e))?;
+        let mut done: Vec<(String, Option<u32>, Option<u32>)> = Vec::new();
+        let mut stop: Option<Failure> = None;
+        let mut lookup: Option<Box<Item>> = None;
+        loop {
+            // A safe point: every message handed to the pipeline so far is
+            // either answered and recorded below, or still owed an answer.
+            if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                info!("Stopping early: shutting down");
+                self.report.interrupted = true;
+                break;
             }
+            if queue.is_empty() {
+                match rx.recv().await {
+                    Some((index, fetched)) => queue.push_back(Item::new(index, fetched)),
+                    None => break,
+                }
+                while queue.len() < APPEND_WINDOW {
+                    match rx.try_recv() {
+                        Ok((index, fetched)) => queue.push_back(Item::new(index, fetched)),
+                        Err(_) => break,
+                    }
+                }
+            }
+            // The next batch: messages that can go straight to the pipeline.
+            let mut batch: Vec<(Item, &Listed, SpooledMessage, HeaderFacts)> = Vec::new();
+            while batch.len() < APPEND_WINDOW {
+                let Some(item) = queue.pop_front() else { break };
+                let Some(m) = fetch.get(item.index).copied() else {
+                    continue;
+                };
+                let row = rows.get(&m.uidl);
+                let needs_lookup = !item.looked_up
+                    && (row.map(|r| r.state) == Some(State::Appending)
+                        || (self.recovering && self.target_count > 0));
+                if needs_lookup {
+                    if batch.is_empty() {
+                        lookup = Some(Box::new(item));
+                    } else {
+                        queue.push_front(item);
+                    }
+                    break;
+                }
+                match item.fetched {
+                    Fetched::TooBig => {
+                        // The LIST size lied: larger than announced.
+                        self.skip(m, acc.policy.max_message_size.saturating_add(1), row)
+                            .await?;
+                        self.progress.advanced(&acc.name, m.size);
+                    }
+                    Fetched::Message(msg) => {
+                        let facts = HeaderFacts::parse(msg.header());
+                        let item = Item {
+                            index: item.index,
+                            fetched: Fetched::TooBig,
+                            looked_up: item.looked_up,
+                            sha: msg.sha256_hex(),
+                        };
+                        batch.push((item, m, *msg, facts));
+                    }
+                }
+            }
+            // Intents first, durably, in one transaction...
+            let intents: Vec<Intent<'_>> = batch
+                .iter()
+                .map(|(item, m, msg, facts)| intent(m, msg, facts, &item.sha, mailbox))
+                .collect();
+            ledger
+                .record_intents(&acc.name, &intents)
+                .await
+                .map_err(ledger_failure)?;
+            drop(intents);
+            // ...then the APPENDs, taking answers whenever the window is full.
+            for (item, m, msg, facts) in batch {
+                while pipe.is_full() && stop.is_none() {
+                    match pipe.next_result().await {
+                        Ok(Some(r)) => {
+                            self.take_result(r, fetch, ledger, &mut done, &mut stop)
+                                .await?
+                        }
+                        Ok(None) => break,
+                        Err(e) => return self.abandon(pipe, e, fetch, ledger, done).await,
+                    }
+                }
+                if stop.is_some() {
+                    // The intent stays unresolved-but-unsent: settled (not
+                    // found, appended) by the next run.
+                    continue;
+                }
+                let date = facts.internal_date(acc.target.internal_date);
+                if let Err(e) = pipe
+                    .push((item.index, msg.len()), &msg, date.as_deref())
+                    .await
+                {
+                    return self.abandon(pipe, e, fetch, ledger, done).await;
+                }
+                debug!(uidl = %m.uidl, bytes = msg.len(), "APPEND sent");
+            }
+            if done.len() >= APPEND_WINDOW {
+                self.flush(ledger, &mut done).await?;
+            }
+            if stop.is_some() || lookup.is_some() {
+                break;
+            }
+        }
+        // Every answer still owed, recorded before the pipeline closes.
+        loop {
+            match pipe.next_result().await {
+                Ok(Some(r)) => {
+                    self.take_result(r, fetch, ledger, &mut done, &mut stop)
+                        .await?
+                }
+                Ok(None) => break,
+                Err(e) => return self.abandon(pipe, e, fetch, ledger, done).await,
+            }
+        }
+        drop(pipe);
+        self.flush(ledger, &mut done).await?;
+        match (stop, lookup) {
+            (Some(f), _) => Err(f),
+            (None, Some(item)) => Ok(PipeEnd::Lookup(item)),
+            (None, None) => Ok(PipeEnd::Done),
+        }
+    }
+
+    /// Records the APPENDs answered OK so far, in one transaction.
+    async fn flush(
+        &mut self,
+        ledger: &Ledger,
+        done: &mut Vec<(String, Option<u32>, Option<u32>)>,
+    ) -> Result<(), Failure> {
+        ledger
+            .record_appended_many(&self.account.name, done)
+            .await
+            .map_err(ledger_failure)?;
+        done.clear();
+        Ok(())
+    }
+
+    /// One APPEND's answer. An OK waits in `done` for [`Pass::flush`]; a
+    /// refusal is recorded at once; a refusal that will hit every message
+    /// (over quota, mailbox gone) sets `stop`.
+    async fn take_result(
+        &mut self,
+        ((index, len), result): imap::AppendResult<(usize, u64)>,
+        fetch: &[&Listed],
+        ledger: &Ledger,
+        done: &mut Vec<(String, Option<u32>, Option<u32>)>,
+        stop: &mut Option<Failure>,
+    ) -> Result<(), Failure> {
+        let acc = self.account;
+        let Some(m) = fetch.get(index).copied() else {
+            return Ok(());
         };
-        found.map_err(|e| {
-            self.imap = None;
-            imap_failure(acc, "looking for a message in the target failed", e)
-        })
+        self.progress.advanced(&acc.name, m.size);
+        let e = match result {
+            Ok(a) => {
+                done.push((m.uidl.clone(), a.uidvalidity, a.uid));
+                self.report.copied += 1;
+                self.report.bytes += len;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let text = e.to_string();
+        if e.is_overquota() || e.is_trycreate() || e.is_transient() {
+            // Not this message's fault: it is retried later, unpenalised.
+            ledger
+                .record_failure(&acc.name, &m.uidl, &text, false, acc.policy.max_attempts)
+                .await
+                .map_err(ledger_failure)?;
+            if stop.is_none() {
+                let what = if e.is_overquota() {
+                    "the target mailbox is over quota; will retry later"
+                } else if e.is_trycreate() {
+                    "the target mailbox has vanished; it is created again on the next run"
+                } else {
+                    "APPEND failed; will retry later"
+                };
+                *stop = Some(imap_failure(acc, what, e));
+            }
+            return Ok(());
+        }
+        let state = ledger
+            .record_failure(&acc.name, &m.uidl, &text, true, acc.policy.max_attempts)
+            .await
+            .map_err(ledger_failure)?;
+        if state == State::Rejected {
+            warn!(uidl = %m.uidl, "The target refused the message {} times; rejected, left on the POP3 server: {text}",
+                acc.policy.max_attempts);
+            self.report.rejected += 1;
+            self.report
+                .problems
+                .push(format!("{}: rejected: {text}", m.uidl));
+        } else {
+            warn!(uidl = %m.uidl, "The target refused the message; will retry (at most {} attempts): {text}",
+                acc.policy.max_attempts);
+            self.report.failed += 1;
+            self.report
+                .problems
+                .push(format!("{}: refused (will retry): {text}", m.uidl));
+        }
+        Ok(())
+    }
+
+    /// The IMAP connection failed with APPENDs in flight: record what is
+    /// known; the others keep their intent (unresolved) and are settled by
+    /// the next run, which looks for them in the target first.
+    async fn abandon(
+        &mut self,
+        pipe: imap::AppendPipeline<'_, (usize, u64)>,
+        e: ImapError,
+        fetch: &[&Listed],
+        ledger: &Ledger,
+        mut done: Vec<(String, Option<u32>, Option<u32>)>,
+    ) -> Result<PipeEnd, Failure> {
+        let (known, unknown) = pipe.abandon();
+        let mut stop = None;
+        for r in known {
+            self.take_result(r, fetch, ledger, &mut done, &mut stop)
+                .await?;
+        }
+        self.flush(ledger, &mut done).await?;
+        if !unknown.is_empty() {
+            warn!(
+                count = unknown.len(),
+                "APPENDs in flight when the connection failed; the next run settles them"
+            );
+        }
+        Err(imap_failure(self.account, "APPEND failed", e))
     }
 
     /// The IMAP session, connected (and the mailbox ensured) on first use.
@@ -720,16 +1009,24 @@ impl<'a> Pass<'a> {
         };
         // Read back from disk: only what the ledger holds as appended counts.
         let rows = ledger.messages(&acc.name).await.map_err(ledger_failure)?;
+        let chosen: Vec<&Listed> = listing
+            .iter()
+            .filter(|m| {
+                rows.get(&m.uidl)
+                    .is_some_and(|r| r.state == State::Appended && self.may_delete(r))
+            })
+            .collect();
+        let numbers: Vec<u32> = chosen.iter().map(|m| m.number).collect();
+        // In one flight with PIPELINING.
+        let answers = pop
+            .dele_many(&numbers)
+            .await
+            .map_err(|e| pop_failure(acc, "DELE failed", e))?;
         let mut deleting = Vec::new();
-        for m in listing {
-            let Some(row) = rows.get(&m.uidl) else {
-                continue;
-            };
-            if row.state == State::Appended && self.may_delete(row) {
-                pop.dele(m.number)
-                    .await
-                    .map_err(|e| pop_failure(acc, "DELE failed", e))?;
-                deleting.push(m.uidl.clone());
+        for (m, answer) in chosen.iter().zip(answers) {
+            match answer {
+                Ok(()) => deleting.push(m.uidl.clone()),
+                Err(e) => warn!(uidl = %m.uidl, "DELE refused, the message stays: {e}"),
             }
         }
         pop.quit()
