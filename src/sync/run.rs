@@ -187,9 +187,9 @@ struct Pass<'a> {
 }
 
 /// RETRs in flight on the POP3 side (with PIPELINING; one without).
-const RETR_WINDOW: usize = 32;
+const RETR_WINDOW: usize = 128;
 /// APPENDs in flight on the IMAP side (with LITERAL+; one without).
-const APPEND_WINDOW: usize = 32;
+const APPEND_WINDOW: usize = 64;
 /// Literal bytes in flight on the IMAP side.
 const APPEND_BYTES_IN_FLIGHT: u64 = 16 << 20;
 /// Messages read but not yet appended. Each holds at most the spool
