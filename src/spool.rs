@@ -244,6 +244,29 @@ impl SpooledMessage {
         }
     }
 
+    /// SHA-256 of the message with every NUL shown as 0x80: how Dovecot
+    /// returns a stored NUL under `BODY[]`, to recognise such a message in
+    /// the target.
+    pub async fn sha256_nul_as_0x80(&self) -> io::Result<[u8; 32]> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = self.reader().await?;
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            for b in buf.get_mut(..n).unwrap_or_default() {
+                if *b == 0 {
+                    *b = 0x80;
+                }
+            }
+            sha.update(buf.get(..n).unwrap_or_default());
+        }
+        Ok(sha.finalize().into())
+    }
+
     /// Reads the whole message into memory. For tests and small messages only.
     pub async fn to_vec(&self) -> io::Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;

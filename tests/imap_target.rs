@@ -136,7 +136,7 @@ async fn starttls_authenticate_plain_keeps_a_nul_byte_exact_via_literal8() {
             .find_message("INBOX", "<nul@example.com>", body.len() as u64)
             .await
             .expect("find"),
-        Some(uid)
+        vec![uid]
     );
     session.logout().await.expect("logout");
 
@@ -182,14 +182,14 @@ async fn a_10_mb_message_streams_from_its_spool_file_and_is_found_again() {
             .find_message("INBOX", "<big.1@example.com>", size)
             .await
             .expect("find"),
-        Some(uid)
+        vec![uid]
     );
     assert_eq!(
         session
             .find_message("INBOX", "<big.1@example.com>", size - 1)
             .await
             .expect("find"),
-        None,
+        Vec::<u32>::new(),
         "a size mismatch is not the same message"
     );
     assert_eq!(
@@ -197,14 +197,14 @@ async fn a_10_mb_message_streams_from_its_spool_file_and_is_found_again() {
             .find_message("INBOX", "<other@example.com>", size)
             .await
             .expect("find"),
-        None
+        Vec::<u32>::new()
     );
     assert_eq!(
         session
             .find_message("Nowhere", "<big.1@example.com>", size)
             .await
             .expect("find"),
-        None,
+        Vec::<u32>::new(),
         "a mailbox that does not exist holds nothing"
     );
     // The session stays usable after the searches.

@@ -33,6 +33,7 @@ use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, Status, StatusAttribute,
 };
 use base64::Engine as _;
+use futures::FutureExt as _;
 use secrecy::ExposeSecret;
 use secrecy::zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -455,9 +456,20 @@ impl<S: ImapIo> Conn<S> {
         what: &'static str,
         on_data: OnData<'_>,
     ) -> Result<Event, ImapError> {
-        let res = match tokio::time::timeout(self.timeout, self.client.read_response()).await {
-            Ok(Ok(Some(res))) => res,
-            Ok(Ok(None)) => {
+        // imap-proto can panic on some malformed server text (seen: a
+        // response code followed by a non-ASCII byte). Server bytes must
+        // never crash the process: a panic in the parser is a protocol
+        // error, and the connection is not used again.
+        let read = std::panic::AssertUnwindSafe(self.client.read_response()).catch_unwind();
+        let res = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Err(_)) => {
+                self.broken = true;
+                return Err(self.protocol(format!(
+                    "a response the IMAP parser could not handle while {what}"
+                )));
+            }
+            Ok(Ok(Ok(Some(res)))) => res,
+            Ok(Ok(Ok(None))) => {
                 return Err(ImapError::Bye {
                     server: self.server.clone(),
                     text: self
@@ -466,7 +478,7 @@ impl<S: ImapIo> Conn<S> {
                         .unwrap_or_else(|| format!("connection closed while {what}")),
                 });
             }
-            Ok(Err(e)) => return Err(self.io_error(e, what)),
+            Ok(Ok(Err(e))) => return Err(self.io_error(e, what)),
             Err(_) => return Err(self.timed_out(what)),
         };
         let event = match res.parsed() {
@@ -1142,7 +1154,7 @@ impl<S: ImapIo> Conn<S> {
         mailbox: &str,
         message_id: &str,
         size: u64,
-    ) -> Result<Option<u32>, ImapError> {
+    ) -> Result<Vec<u32>, ImapError> {
         if message_id.trim().is_empty() {
             return Err(self.invalid("cannot search for an empty Message-ID"));
         }
@@ -1157,7 +1169,7 @@ impl<S: ImapIo> Conn<S> {
             // Dovecot 2.3 says a plain NO here; only a mailbox that is
             // certainly absent may count as "the message is not there".
             if done.code_is("NONEXISTENT") || !self.mailbox_listed(mailbox).await? {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             return Err(done.into_error(&self.server));
         }
@@ -1186,7 +1198,7 @@ impl<S: ImapIo> Conn<S> {
         uids.dedup();
         uids.truncate(MAX_CANDIDATES);
         if uids.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
 
         let mut matching: Vec<u32> = Vec::new();
@@ -1217,7 +1229,10 @@ impl<S: ImapIo> Conn<S> {
             )
             .await?;
         done.ok_or_error(&self.server)?;
-        Ok(matching.into_iter().filter(|u| uids.contains(u)).max())
+        let mut matching: Vec<u32> = matching.into_iter().filter(|u| uids.contains(u)).collect();
+        matching.sort_unstable_by(|a, b| b.cmp(a));
+        matching.dedup();
+        Ok(matching)
     }
 
     /// LOGOUT, then a clean TLS close. A server that hangs up first is fine.
@@ -1549,6 +1564,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reply_that_panics_the_parser_is_a_protocol_error() {
+        // imap-proto 0.17 slices inside a character after a response code.
+        let (s, h) = fake(vec![
+            Expect("pf1 STATUS \"INBOX\" (MESSAGES UIDVALIDITY)"),
+            Send("* OK [ALERT]\u{e9} hello\r\npf1 OK done\r\n"),
+            Close,
+        ]);
+        let mut c = conn(s, &[]);
+        let e = c.status("INBOX").await.expect_err("parser panic");
+        assert!(
+            matches!(&e, ImapError::Protocol { what, .. } if what.contains("could not handle")),
+            "{e}"
+        );
+        let e = c.status("INBOX").await.expect_err("broken");
+        assert!(matches!(e, ImapError::Protocol { .. }), "{e}");
+        drop(c);
+        let _ = h.await;
+    }
+
+    #[tokio::test]
     async fn oversized_greeting_is_refused() {
         let (s, h) = fake(vec![Send("* OK "), Flood(GREETING_BUDGET as usize * 2)]);
         let mut c = conn(s, &[]);
@@ -1730,19 +1765,19 @@ mod tests {
         let mut c = conn(s, &[]);
         assert_eq!(
             c.find_message("INBOX", "<a@b>", 100).await.expect("find"),
-            Some(4)
+            vec![4]
         );
         assert_eq!(
             c.find_message("INBOX", "<ü\"@b>", 100).await.expect("find"),
-            None
+            Vec::<u32>::new()
         );
         assert_eq!(
             c.find_message("Gone", "<a@b>", 1).await.expect("find"),
-            None
+            Vec::<u32>::new()
         );
         assert_eq!(
             c.find_message("Gone", "<a@b>", 1).await.expect("find"),
-            None
+            Vec::<u32>::new()
         );
         let e = c
             .find_message("Locked", "<a@b>", 1)

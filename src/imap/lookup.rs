@@ -36,16 +36,17 @@ impl<S: ImapIo> Conn<S> {
         Err(done.into_error(&self.server))
     }
 
-    /// The UID of a message in `mailbox` of exactly `size` bytes whose
-    /// header section (`BODY[HEADER]`) has the SHA-256 `header_sha256`.
+    /// The UIDs (highest first) of the messages in `mailbox` of exactly
+    /// `size` bytes whose header section (`BODY[HEADER]`) has the SHA-256
+    /// `header_sha256`.
     pub(crate) async fn find_by_header(
         &mut self,
         mailbox: &str,
         header_sha256: [u8; 32],
         size: u64,
-    ) -> Result<Option<u32>, ImapError> {
+    ) -> Result<Vec<u32>, ImapError> {
         if !self.examine(mailbox).await? {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         // LARGER and SMALLER are strict: this pair selects exactly `size`.
         let search = match size.checked_sub(1) {
@@ -73,7 +74,7 @@ impl<S: ImapIo> Conn<S> {
         uids.dedup();
         uids.truncate(MAX_CANDIDATES);
         if uids.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut matching: Vec<u32> = Vec::new();
         let command = format!(
@@ -111,6 +112,57 @@ impl<S: ImapIo> Conn<S> {
             )
             .await?;
         done.ok_or_error(&self.server)?;
-        Ok(matching.into_iter().filter(|u| uids.contains(u)).max())
+        let mut matching: Vec<u32> = matching.into_iter().filter(|u| uids.contains(u)).collect();
+        matching.sort_unstable_by(|a, b| b.cmp(a));
+        matching.dedup();
+        Ok(matching)
+    }
+
+    /// SHA-256 of the message `uid` of the selected mailbox as `BODY[]`,
+    /// read in bounded slices (`BODY.PEEK[]<offset.length>`) so that memory
+    /// stays flat whatever its size. `None` when the server does not return
+    /// the message or it is not `size` bytes.
+    pub(crate) async fn content_sha256(
+        &mut self,
+        uid: u32,
+        size: u64,
+    ) -> Result<Option<[u8; 32]>, ImapError> {
+        const SLICE: u64 = 1 << 20;
+        let mut exact = Sha256::new();
+        let mut offset: u64 = 0;
+        while offset < size {
+            let len = SLICE.min(size - offset);
+            let mut got: Option<Vec<u8>> = None;
+            let done = self
+                .exec(
+                    "fetching a candidate message",
+                    vec![Piece::text(format!(
+                        "UID FETCH {uid} (UID BODY.PEEK[]<{offset}.{len}>)"
+                    ))],
+                    SEARCH_BUDGET,
+                    &mut |r: &Response<'_>| {
+                        if let Response::Fetch(_, attrs) = r {
+                            for a in attrs {
+                                if let AttributeValue::BodySection {
+                                    section: None,
+                                    data: Some(data),
+                                    ..
+                                } = a
+                                {
+                                    got = Some(data.to_vec());
+                                }
+                            }
+                        }
+                    },
+                )
+                .await?;
+            done.ok_or_error(&self.server)?;
+            let Some(chunk) = got.filter(|c| !c.is_empty() && c.len() as u64 <= len) else {
+                return Ok(None);
+            };
+            exact.update(&chunk);
+            offset += chunk.len() as u64;
+        }
+        Ok(Some(exact.finalize().into()))
     }
 }

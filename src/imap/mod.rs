@@ -234,33 +234,45 @@ impl Session {
             .map(AppendPipeline::new)
     }
 
-    /// Looks in `mailbox` (EXAMINE, read-only) for a message whose
+    /// The UIDs (highest first) of the messages in `mailbox` whose
     /// Message-ID header contains `message_id` (UID SEARCH HEADER, at most
-    /// 1000 candidates) and whose RFC822.SIZE is `size`; returns its UID (the
-    /// highest if several match). A mailbox that certainly does not exist
-    /// (`[NONEXISTENT]`, or absent from LIST after a NO) holds nothing:
-    /// `Ok(None)`; any other refusal is an error, never a "not found". Leaves
-    /// the mailbox selected read-only, which does not disturb APPEND.
+    /// 1000 candidates) and whose RFC822.SIZE is `size`. A mailbox that
+    /// certainly does not exist (`[NONEXISTENT]`, or absent from LIST after
+    /// a NO) holds nothing; any other refusal is an error, never a "not
+    /// found". Leaves the mailbox selected read-only (EXAMINE), which does
+    /// not disturb APPEND; see [`Session::content_sha256`] to tell
+    /// same-sized messages with one Message-ID apart.
     pub async fn find_message(
         &mut self,
         mailbox: &str,
         message_id: &str,
         size: u64,
-    ) -> Result<Option<u32>, ImapError> {
+    ) -> Result<Vec<u32>, ImapError> {
         self.conn.find_message(mailbox, message_id, size).await
     }
 
-    /// Looks in `mailbox` for a message of exactly `size` bytes whose header
-    /// section has the SHA-256 `header_sha256`: how a message without a
-    /// Message-ID is recognised when an APPEND must be settled. `Ok(None)`
-    /// when the mailbox certainly does not exist.
+    /// The UIDs (highest first) of the messages in `mailbox` of exactly
+    /// `size` bytes whose header section has the SHA-256 `header_sha256`:
+    /// how a message without a Message-ID is recognised when an APPEND must
+    /// be settled. Leaves the mailbox selected read-only.
     pub async fn find_by_header(
         &mut self,
         mailbox: &str,
         header_sha256: [u8; 32],
         size: u64,
-    ) -> Result<Option<u32>, ImapError> {
+    ) -> Result<Vec<u32>, ImapError> {
         self.conn.find_by_header(mailbox, header_sha256, size).await
+    }
+
+    /// SHA-256 of message `uid` of the mailbox selected by the last
+    /// [`Session::find_message`] or [`Session::find_by_header`], as
+    /// `BODY[]`, read in 1 MiB slices; `None` if it is not `size` bytes.
+    pub async fn content_sha256(
+        &mut self,
+        uid: u32,
+        size: u64,
+    ) -> Result<Option<[u8; 32]>, ImapError> {
+        self.conn.content_sha256(uid, size).await
     }
 
     /// LOGOUT and close the connection.

@@ -48,7 +48,7 @@ use super::{Appended, MainStream};
 use crate::spool::SpooledMessage;
 
 /// Most APPENDs in flight at once.
-pub const MAX_WINDOW: usize = 64;
+pub const MAX_WINDOW: usize = 256;
 
 /// One result: the token given to `push` and the APPEND's outcome (`Err` is
 /// that message's NO or BAD; the connection goes on).

@@ -296,6 +296,36 @@ impl Ledger {
         Ok(())
     }
 
+    /// The target UIDs the ledger already gives to messages of `account` in
+    /// `mailbox` (under `uidvalidity` when both are known): a lookup must
+    /// not settle another message with one of them.
+    pub async fn claimed_uids(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+    ) -> anyhow::Result<std::collections::HashSet<u32>> {
+        let rows = sqlx::query(
+            "SELECT uid FROM messages
+             WHERE account = ?1 AND mailbox = ?2 AND uid IS NOT NULL
+               AND state IN ('appended', 'deleted')
+               AND (uidvalidity IS NULL OR ?3 IS NULL OR uidvalidity = ?3)",
+        )
+        .bind(account)
+        .bind(mailbox)
+        .bind(uidvalidity.map(i64::from))
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        let mut out = std::collections::HashSet::with_capacity(rows.len());
+        for r in rows {
+            if let Ok(uid) = u32::try_from(r.try_get::<i64, _>("uid")?) {
+                out.insert(uid);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records the server's OK for an APPEND (or a copy found in the target).
     pub async fn record_appended(
         &self,

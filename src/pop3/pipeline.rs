@@ -33,7 +33,7 @@ use super::proto::{Command, DotDecoder, StatusKind};
 use crate::net::MaybeTls;
 
 /// Most commands in flight at once on a pipelining session.
-pub const MAX_WINDOW: usize = 128;
+pub const MAX_WINDOW: usize = 256;
 
 /// The outcome of one command in a pipelined batch: `Err` is that command's
 /// own `-ERR` (the session stays usable).

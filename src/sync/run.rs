@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::headers::HeaderFacts;
@@ -122,6 +123,8 @@ pub async fn run_once(
             progress,
             imap: None,
             target_count: 0,
+            target_uidvalidity: None,
+            claimed: None,
             recovering: false,
             report: &mut report,
         };
@@ -180,6 +183,11 @@ struct Pass<'a> {
     imap: Option<imap::Session>,
     /// Messages in the target mailbox when we connected.
     target_count: u32,
+    /// The target mailbox's UIDVALIDITY when we connected.
+    target_uidvalidity: Option<u32>,
+    /// Target UIDs the ledger gives to other messages (loaded at the first
+    /// lookup): a lookup never settles a message with one of them.
+    claimed: Option<HashSet<u32>>,
     /// The ledger knew nothing of this account when the pass began: look in
     /// the target before every APPEND (a ledger lost with its volume).
     recovering: bool,
@@ -187,15 +195,17 @@ struct Pass<'a> {
 }
 
 /// RETRs in flight on the POP3 side (with PIPELINING; one without).
-const RETR_WINDOW: usize = 128;
+const RETR_WINDOW: usize = 256;
 /// APPENDs in flight on the IMAP side (with LITERAL+; one without).
-const APPEND_WINDOW: usize = 64;
+const APPEND_WINDOW: usize = 256;
 /// Literal bytes in flight on the IMAP side.
 const APPEND_BYTES_IN_FLIGHT: u64 = 16 << 20;
-/// Messages read but not yet appended. Each holds at most the spool
-/// threshold in memory (larger ones wait in their temporary file), so the
-/// queue is bounded in bytes too.
-const QUEUE: usize = 16;
+/// Messages read but not yet appended, at most (the bound in count)...
+const QUEUE: usize = 256;
+/// ...and at most this many of their bytes held in memory (the bound in
+/// bytes; a message above the spool threshold waits in its temporary file
+/// and counts nothing here).
+const QUEUE_BYTES: usize = 16 << 20;
 
 /// What the POP3 side hands to the IMAP side.
 enum Fetched {
@@ -223,10 +233,12 @@ struct Item {
     /// Already looked for in the target (and not found).
     looked_up: bool,
     sha: String,
+    /// Its share of [`QUEUE_BYTES`], given back when the item is dropped.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Item {
-    fn new(index: usize, fetched: Fetched) -> Item {
+    fn new(index: usize, fetched: Fetched, permit: Option<OwnedSemaphorePermit>) -> Item {
         let sha = match &fetched {
             Fetched::Message(m) => m.sha256_hex(),
             Fetched::TooBig => String::new(),
@@ -236,6 +248,7 @@ impl Item {
             fetched,
             looked_up: false,
             sha,
+            permit,
         }
     }
 }
@@ -273,22 +286,48 @@ fn intent<'x>(
     }
 }
 
-/// Looks for `msg` in the target mailbox: by Message-ID and size, or
-/// (without a Message-ID) by size and the SHA-256 of its header section.
+/// Looks for `msg` in the target mailbox: candidates by Message-ID and
+/// size (without a Message-ID: size and the SHA-256 of the header section),
+/// minus the UIDs other messages already own, then the one whose content
+/// has the message's SHA-256 (with a NUL shown as 0x80, as Dovecot stores
+/// it when the server has no BINARY). Two messages sharing a Message-ID and
+/// a size are thus never mistaken for each other.
 async fn find_in_target(
     imap: &mut imap::Session,
     acc: &Account,
     msg: &SpooledMessage,
     facts: &HeaderFacts,
-) -> Result<Option<u32>, ImapError> {
+    claimed: &HashSet<u32>,
+) -> Result<Option<u32>, Failure> {
+    let fail = |e| imap_failure(acc, "looking for a message in the target failed", e);
     let mailbox = acc.target.mailbox.as_str();
-    match &facts.message_id {
+    let candidates = match &facts.message_id {
         Some(mid) => imap.find_message(mailbox, mid, msg.len()).await,
         None => {
             let digest: [u8; 32] = Sha256::digest(msg.header()).into();
             imap.find_by_header(mailbox, digest, msg.len()).await
         }
     }
+    .map_err(fail)?;
+    let want = msg.sha256();
+    let mut shown: Option<[u8; 32]> = None;
+    for uid in candidates.into_iter().filter(|u| !claimed.contains(u)) {
+        let Some(got) = imap.content_sha256(uid, msg.len()).await.map_err(fail)? else {
+            continue;
+        };
+        if got == want {
+            return Ok(Some(uid));
+        }
+        if msg.has_nul() {
+            if shown.is_none() {
+                shown = Some(msg.sha256_nul_as_0x80().await.map_err(spool_failure)?);
+            }
+            if shown == Some(got) {
+                return Ok(Some(uid));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The POP3 side of a session: RETRs `numbers` (pipelined where the server
@@ -298,7 +337,8 @@ async fn produce(
     acc: &Account,
     numbers: &[u32],
     threshold: usize,
-    tx: mpsc::Sender<(usize, Fetched)>,
+    tx: mpsc::Sender<(usize, Fetched, Option<OwnedSemaphorePermit>)>,
+    budget: Arc<Semaphore>,
 ) -> Result<Produced, Failure> {
     let max = acc.policy.max_message_size;
     let fail = |e| pop_failure(acc, "RETR failed", e);
@@ -322,12 +362,18 @@ async fn produce(
         }
         drop(body);
         if too_big {
-            let _ = tx.send((index, Fetched::TooBig)).await;
+            let _ = tx.send((index, Fetched::TooBig, None)).await;
             return Ok(Produced::SessionLost);
         }
         let msg = spool.finish().await.map_err(spool_failure)?;
+        let cost = if msg.is_on_disk() {
+            0
+        } else {
+            u32::try_from(msg.len().min(QUEUE_BYTES as u64)).unwrap_or(u32::MAX)
+        };
+        let permit = budget.clone().acquire_many_owned(cost).await.ok();
         if tx
-            .send((index, Fetched::Message(Box::new(msg))))
+            .send((index, Fetched::Message(Box::new(msg)), permit))
             .await
             .is_err()
         {
@@ -489,9 +535,10 @@ impl<'a> Pass<'a> {
         // side appends (LITERAL+ where offered); a bounded queue joins them.
         let numbers: Vec<u32> = fetch.iter().map(|m| m.number).collect();
         let (tx, rx) = mpsc::channel(QUEUE);
+        let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
         let threshold = self.opts.spool_threshold;
         let (produced, consumed) = tokio::join!(
-            produce(&mut pop, acc, &numbers, threshold, tx),
+            produce(&mut pop, acc, &numbers, threshold, tx, budget),
             self.consume(&fetch, &rows, rx)
         );
         consumed?;
@@ -652,7 +699,7 @@ impl<'a> Pass<'a> {
         &mut self,
         fetch: &[&Listed],
         rows: &HashMap<String, MessageRow>,
-        mut rx: mpsc::Receiver<(usize, Fetched)>,
+        mut rx: mpsc::Receiver<(usize, Fetched, Option<OwnedSemaphorePermit>)>,
     ) -> Result<(), Failure> {
         let acc = self.account;
         let Some(ledger) = self.ledger() else {
@@ -683,17 +730,25 @@ impl<'a> Pass<'a> {
                         )
                         .await
                         .map_err(ledger_failure)?;
-                    let found = find_in_target(&mut session, acc, msg, &facts)
-                        .await
-                        .map_err(|e| {
-                            imap_failure(acc, "looking for a message in the target failed", e)
-                        })?;
-                    if let Some(uid) = found {
-                        info!(uidl = %m.uidl, uid, "Already in the target mailbox; not appending again");
-                        ledger
-                            .record_appended(&acc.name, &m.uidl, None, Some(uid))
+                    if self.claimed.is_none() {
+                        let claimed = ledger
+                            .claimed_uids(&acc.name, &acc.target.mailbox, self.target_uidvalidity)
                             .await
                             .map_err(ledger_failure)?;
+                        self.claimed = Some(claimed);
+                    }
+                    let claimed = self.claimed.take().unwrap_or_default();
+                    let found = find_in_target(&mut session, acc, msg, &facts, &claimed).await;
+                    self.claimed = Some(claimed);
+                    if let Some(uid) = found? {
+                        info!(uidl = %m.uidl, uid, "Already in the target mailbox; not appending again");
+                        ledger
+                            .record_appended(&acc.name, &m.uidl, self.target_uidvalidity, Some(uid))
+                            .await
+                            .map_err(ledger_failure)?;
+                        if let Some(c) = self.claimed.as_mut() {
+                            c.insert(uid);
+                        }
                         self.report.copied += 1;
                         self.progress.advanced(&acc.name, m.size);
                     } else {
@@ -717,7 +772,7 @@ impl<'a> Pass<'a> {
         ledger: &Ledger,
         fetch: &[&Listed],
         rows: &HashMap<String, MessageRow>,
-        rx: &mut mpsc::Receiver<(usize, Fetched)>,
+        rx: &mut mpsc::Receiver<(usize, Fetched, Option<OwnedSemaphorePermit>)>,
         queue: &mut VecDeque<Item>,
     ) -> Result<PipeEnd, Failure> {
         let acc = self.account;
@@ -743,12 +798,16 @@ impl<'a> Pass<'a> {
             }
             if queue.is_empty() {
                 match rx.recv().await {
-                    Some((index, fetched)) => queue.push_back(Item::new(index, fetched)),
+                    Some((index, fetched, permit)) => {
+                        queue.push_back(Item::new(index, fetched, permit))
+                    }
                     None => break,
                 }
                 while queue.len() < APPEND_WINDOW {
                     match rx.try_recv() {
-                        Ok((index, fetched)) => queue.push_back(Item::new(index, fetched)),
+                        Ok((index, fetched, permit)) => {
+                            queue.push_back(Item::new(index, fetched, permit))
+                        }
                         Err(_) => break,
                     }
                 }
@@ -785,7 +844,8 @@ impl<'a> Pass<'a> {
                             index: item.index,
                             fetched: Fetched::TooBig,
                             looked_up: item.looked_up,
-                            sha: msg.sha256_hex(),
+                            sha: item.sha,
+                            permit: item.permit,
                         };
                         batch.push((item, m, *msg, facts));
                     }
@@ -860,6 +920,9 @@ impl<'a> Pass<'a> {
         ledger: &Ledger,
         done: &mut Vec<(String, Option<u32>, Option<u32>)>,
     ) -> Result<(), Failure> {
+        if let Some(c) = self.claimed.as_mut() {
+            c.extend(done.iter().filter_map(|(_, _, uid)| *uid));
+        }
         ledger
             .record_appended_many(&self.account.name, done)
             .await
@@ -976,6 +1039,7 @@ impl<'a> Pass<'a> {
                 )
             })?;
             self.target_count = status.exists;
+            self.target_uidvalidity = status.uidvalidity;
             if self.recovering && status.exists > 0 {
                 info!(
                     messages = status.exists,
