@@ -12,11 +12,11 @@
 //! 2. `popferry sync` (the release binary) on the same mailbox, with its peak
 //!    RSS from `/usr/bin/time -v`;
 //! 3. both again through a proxy that delays each direction by 20 ms (40 ms
-//!    round trip), on a smaller mailbox of the same mix (see `BENCH_LATENCY_N`);
+//!    round trip), on a mailbox of the same mix (see `BENCH_LATENCY_N`);
 //! 4. one 200 MB message alone through `popferry sync`: peak RSS.
 //!
-//! Knobs (environment): `BENCH_N` (10000), `BENCH_LATENCY_N` (1000),
-//! `BENCH_DELAY_MS` (20), `BENCH_BIG_MB` (200), `BENCH_WINDOW` (32),
+//! Knobs (environment): `BENCH_N` (10000), `BENCH_LATENCY_N` (10000),
+//! `BENCH_DELAY_MS` (20), `BENCH_BIG_MB` (200), `BENCH_WINDOW` (256),
 //! `BENCH_SEEDER` (default `../shared/peers/seed-pop3.py` next to the repo),
 //! `BENCH_SKIP` (comma list of: loopback, latency, big).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -312,10 +312,10 @@ fn write_config(
 
 fn main() {
     let n = env_num("BENCH_N", 10_000);
-    let latency_n = env_num("BENCH_LATENCY_N", 1_000);
+    let latency_n = env_num("BENCH_LATENCY_N", 10_000);
     let delay = Duration::from_millis(env_num("BENCH_DELAY_MS", 20));
     let big_mb = env_num("BENCH_BIG_MB", 200);
-    let window = env_num("BENCH_WINDOW", 32) as usize;
+    let window = env_num("BENCH_WINDOW", 256) as usize;
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
     // binary without it, and must not start a 5-minute benchmark.
     if !std::env::args().any(|a| a == "--bench") {

@@ -1158,20 +1158,8 @@ impl<S: ImapIo> Conn<S> {
         if message_id.trim().is_empty() {
             return Err(self.invalid("cannot search for an empty Message-ID"));
         }
-        let arg = encode::mailbox_arg(mailbox).map_err(|w| self.invalid(w))?;
-        let done = self
-            .simple(
-                "opening the mailbox",
-                vec![Piece::text("EXAMINE "), Piece::arg(arg)],
-            )
-            .await?;
-        if !done.is_ok() {
-            // Dovecot 2.3 says a plain NO here; only a mailbox that is
-            // certainly absent may count as "the message is not there".
-            if done.code_is("NONEXISTENT") || !self.mailbox_listed(mailbox).await? {
-                return Ok(Vec::new());
-            }
-            return Err(done.into_error(&self.server));
+        if !self.examine(mailbox).await? {
+            return Ok(Vec::new());
         }
 
         let mut pieces = vec![Piece::text("UID SEARCH ")];

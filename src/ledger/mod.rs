@@ -196,29 +196,7 @@ impl Ledger {
 
     /// Records the intent to append, durably, before the APPEND is sent.
     pub async fn record_intent(&self, account: &str, i: &Intent<'_>) -> anyhow::Result<()> {
-        let t = now();
-        sqlx::query(
-            "INSERT INTO messages (account, uidl, uidl_derived, state, size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
-             VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (account, uidl) DO UPDATE SET
-               state = 'appending', size = excluded.size, sha256 = excluded.sha256,
-               message_id = excluded.message_id, message_date = excluded.message_date,
-               mailbox = excluded.mailbox, updated_at = excluded.updated_at",
-        )
-        .bind(account)
-        .bind(i.uidl)
-        .bind(i.uidl_derived)
-        .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
-        .bind(i.sha256)
-        .bind(i.message_id)
-        .bind(i.message_date)
-        .bind(i.mailbox)
-        .bind(t)
-        .bind(t)
-        .execute(&self.pool)
-        .await
-        .context("Cannot record the intent to append in the ledger")?;
-        Ok(())
+        self.record_intents(account, std::slice::from_ref(i)).await
     }
 
     /// Records the intents of several messages in one transaction (one
@@ -334,22 +312,8 @@ impl Ledger {
         uidvalidity: Option<u32>,
         uid: Option<u32>,
     ) -> anyhow::Result<()> {
-        let t = now();
-        sqlx::query(
-            "UPDATE messages SET state = 'appended', uidvalidity = ?, uid = ?, appended_at = ?,
-               last_error = NULL, updated_at = ?
-             WHERE account = ? AND uidl = ?",
-        )
-        .bind(uidvalidity.map(i64::from))
-        .bind(uid.map(i64::from))
-        .bind(t)
-        .bind(t)
-        .bind(account)
-        .bind(uidl)
-        .execute(&self.pool)
-        .await
-        .context("Cannot record an APPEND in the ledger")?;
-        Ok(())
+        self.record_appended_many(account, &[(uidl.to_owned(), uidvalidity, uid)])
+            .await
     }
 
     /// Records that an APPEND did not happen (the server refused it, or the
