@@ -615,3 +615,28 @@ fn a_lost_ledger_does_not_duplicate_what_is_already_in_the_target() {
         "the ledger is rebuilt"
     );
 }
+
+/// Issue 5: with pipelining off on the IMAP side (a server without
+/// LITERAL+: one synchronizing literal at a time), the same pass is still
+/// byte-exact and exactly once. (The POP3 side without PIPELINING is
+/// exercised by tests/hostile.rs, whose fake server does not offer it.)
+#[test]
+fn without_literal_plus_the_pass_is_still_exact_and_once() {
+    let d = Dovecot::builder()
+        .extra_config(
+            "protocol imap {\n  imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE UIDPLUS BINARY\n}\n",
+        )
+        .start();
+    let seeded = d.seed("alice", &messages(&corpus::corpus_small()));
+    let cfg = ConfigBuilder::new(&d, "alice", "dave").write();
+    let c = cfg.to_str().expect("utf-8 path");
+    let out = popferry(&["check", "-c", c], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("LITERAL+"),
+        "the server must not offer LITERAL+ here:\n{text}"
+    );
+    sync_ok(&cfg);
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d, "dave", "INBOX"), seeded_shas(&seeded));
+}
