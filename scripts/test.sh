@@ -22,4 +22,6 @@ if [[ -n ${TEST_THREADS:-} ]]; then
   export RUST_TEST_THREADS=$TEST_THREADS
 fi
 
-exec cargo test --all-targets "$@"
+# Benches are built by `cargo build --all-targets` and clippy, and run on
+# demand (scripts/bench.sh), not here.
+exec cargo test --lib --bins --tests "$@"

@@ -790,3 +790,93 @@ fn a_deleted_target_mailbox_is_recreated_and_new_mail_flows() {
     let v = ledger_readable(&cfg);
     assert_eq!(v[0]["copied"], first.len() + 1, "{v}");
 }
+
+/// Review finding: a message larger than its LIST size, met while every
+/// message must be looked up (a lost ledger, a non-empty target), is
+/// skipped once; the pass ends instead of reading it again for ever.
+#[test]
+fn a_liar_while_recovering_a_lost_ledger_is_skipped_once() {
+    let d = Dovecot::start();
+    // Target not empty, ledger fresh: every message is looked up first.
+    support::imap::imap_append(
+        &d,
+        "dave",
+        "INBOX",
+        b"Subject: other\r\n\r\nx\r\n",
+        &[],
+        None,
+    );
+    let small = corpus_kind("plain");
+    let big = corpus_kind("attachment");
+    let fake = FakePop3::start(
+        Script::default(),
+        vec![
+            FakeMessage::new(&small, "s"),
+            FakeMessage::new(&big, "b").list_size(100),
+        ],
+    );
+    let cfg = fake_source_config(&d, &fake, "liarrec")
+        .max_message_size("20000")
+        .write();
+    let o = run(&cfg, &["sync"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the skip is reported: {}",
+        describe_output(&o)
+    );
+    assert!(
+        fake.connections() <= 3,
+        "no login storm: {} POP3 connections",
+        fake.connections()
+    );
+    let (out, _) = text(&o);
+    assert!(out.contains("skipped"), "{out}");
+    assert_eq!(
+        imap_fetch_all(&d, "dave", "INBOX").len(),
+        2,
+        "the small one copied, the liar not"
+    );
+}
+
+/// A RETR the server refuses (-ERR) is that message's failure, not the
+/// pass's: every message is tried, each is retried on later runs, then
+/// rejected after `max_attempts`, and nothing is deleted.
+#[test]
+fn a_refused_retr_is_retried_then_rejected_per_message() {
+    let d = Dovecot::start();
+    let fake = FakePop3::start(
+        Script::default().on(
+            "RETR",
+            Reply::raw("-ERR [SYS/PERM] cannot read this message\r\n"),
+        ),
+        fake_messages(&["plain", "utf8-8bit", "dot-lines"]),
+    );
+    let cfg = fake_source_config(&d, &fake, "retrerr")
+        .delete("after-sync")
+        .policy_extra("max_attempts = 2")
+        .write();
+    let o = run(&cfg, &["sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe_output(&o));
+    let (out, _) = text(&o);
+    assert_eq!(
+        out.matches("RETR refused (will retry)").count(),
+        3,
+        "each message on its own:\n{out}"
+    );
+    let v = ledger_readable(&cfg);
+    assert_eq!(v[0]["pending"], 3, "{v}");
+    let o = run(&cfg, &["sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe_output(&o));
+    let v = ledger_readable(&cfg);
+    assert_eq!(v[0]["rejected"], 3, "{v}");
+    let o = run(&cfg, &["sync"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "rejected messages are left alone: {}",
+        describe_output(&o)
+    );
+    assert_eq!(fake.count("DELE"), 0, "nothing deleted");
+    assert!(imap_fetch_all(&d, "dave", "INBOX").is_empty());
+}

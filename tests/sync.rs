@@ -640,3 +640,66 @@ fn without_literal_plus_the_pass_is_still_exact_and_once() {
     sync_ok(&cfg);
     assert_eq!(target_shas(&d, "dave", "INBOX"), seeded_shas(&seeded));
 }
+
+/// Review finding: a recovery pass (lost ledger) killed after settling a
+/// few messages must go on recovering in the next pass, not append the rest
+/// again.
+#[test]
+fn an_interrupted_recovery_goes_on_recovering_without_duplicates() {
+    use std::io::{BufRead, BufReader};
+    let d = Dovecot::start();
+    let mut msgs = messages(&corpus::corpus_small());
+    for i in 0..60 {
+        msgs.push(
+            format!("Date: Wed, 01 Nov 2023 09:00:00 +0000\r\nMessage-ID: <bulk-{i}@t>\r\n\r\nbody {i}\r\n")
+                .into_bytes(),
+        );
+    }
+    let seeded = d.seed("alice", &msgs);
+    let b = ConfigBuilder::new(&d, "alice", "dave");
+    let cfg = b.write();
+    sync_ok(&cfg);
+    let full = target_shas(&d, "dave", "INBOX");
+    assert_eq!(full, seeded_shas(&seeded));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", b.ledger_path().display()));
+    }
+    // The recovery pass, killed once it has settled a few messages.
+    let mut child = support::popferry_command()
+        .args(["sync", "-c", cfg.to_str().expect("utf-8 path")])
+        .env("RUST_LOG", "popferry=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn popferry");
+    let mut r = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut settled = 0;
+    let mut line = String::new();
+    while r.read_line(&mut line).expect("read stderr") > 0 {
+        if line.contains("Already in the target") {
+            settled += 1;
+            if settled == 3 {
+                break;
+            }
+        }
+        line.clear();
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert_eq!(
+        settled, 3,
+        "the recovery pass settled messages before the kill"
+    );
+    sync_ok(&cfg);
+    assert_eq!(
+        target_shas(&d, "dave", "INBOX"),
+        full,
+        "no duplicate after an interrupted recovery"
+    );
+    // Finished: the next pass no longer looks everything up.
+    let out = popferry(
+        &["sync", "-c", cfg.to_str().expect("utf-8 path")],
+        &[("RUST_LOG", "popferry=info")],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Already in the target"));
+}

@@ -403,6 +403,70 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether the account is recovering from a lost ledger (see
+    /// migrations/0002_recovering.sql).
+    pub async fn is_recovering(&self, account: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT recovering FROM accounts WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the ledger")?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("recovering")? != 0,
+            None => false,
+        })
+    }
+
+    /// Starts or ends recovery for an account, durably.
+    pub async fn set_recovering(&self, account: &str, on: bool) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, recovering) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET recovering = excluded.recovering",
+        )
+        .bind(account)
+        .bind(on)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Records that RETR of a message failed (the server answered -ERR):
+    /// counted like a refused APPEND, so that the message is retried on
+    /// later runs and rejected after `max_attempts`. Returns the new state.
+    pub async fn record_retr_failure(
+        &self,
+        account: &str,
+        uidl: &str,
+        size: u64,
+        error: &str,
+        max_attempts: u32,
+    ) -> anyhow::Result<State> {
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO messages (account, uidl, state, size, attempts, last_error, first_seen_at, updated_at)
+             VALUES (?1, ?2, CASE WHEN 1 >= ?3 THEN 'rejected' ELSE 'pending' END, ?4, 1, ?5, ?6, ?6)
+             ON CONFLICT (account, uidl) DO UPDATE SET
+               attempts = messages.attempts + 1,
+               state = CASE
+                 WHEN messages.state = 'appending' THEN 'appending'
+                 WHEN messages.attempts + 1 >= ?3 THEN 'rejected'
+                 ELSE 'pending' END,
+               last_error = excluded.last_error, updated_at = excluded.updated_at
+             RETURNING state",
+        )
+        .bind(account)
+        .bind(uidl)
+        .bind(i64::from(max_attempts))
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(error)
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot record a failed RETR in the ledger")?;
+        row.try_get::<String, _>("state")?.parse()
+    }
+
     /// Marks the start of a pass.
     pub async fn start_run(&self, account: &str) -> anyhow::Result<()> {
         sqlx::query(
@@ -615,6 +679,36 @@ mod tests {
         assert_eq!(rows["b"].state, State::Appending);
         assert_eq!(rows["c"].state, State::Appended);
         l.record_intents("acc", &[]).await.expect("empty is fine");
+    }
+
+    #[tokio::test]
+    async fn recovery_flag_and_retr_failures() {
+        let (_d, l) = ledger().await;
+        assert!(!l.is_recovering("acc").await.expect("read"));
+        l.set_recovering("acc", true).await.expect("set");
+        assert!(l.is_recovering("acc").await.expect("read"));
+        l.set_recovering("acc", false).await.expect("clear");
+        assert!(!l.is_recovering("acc").await.expect("read"));
+        assert_eq!(
+            l.record_retr_failure("acc", "r", 5, "-ERR", 2)
+                .await
+                .expect("f"),
+            State::Pending
+        );
+        assert_eq!(
+            l.record_retr_failure("acc", "r", 5, "-ERR", 2)
+                .await
+                .expect("f"),
+            State::Rejected
+        );
+        // An unresolved APPEND keeps its intent whatever RETR says.
+        l.record_intent("acc", &intent("i")).await.expect("intent");
+        assert_eq!(
+            l.record_retr_failure("acc", "i", 5, "-ERR", 1)
+                .await
+                .expect("f"),
+            State::Appending
+        );
     }
 
     #[tokio::test]

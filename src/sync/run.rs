@@ -126,6 +126,9 @@ pub async fn run_once(
             target_uidvalidity: None,
             claimed: None,
             recovering: false,
+            attempted: HashSet::new(),
+            login_delay: None,
+            incomplete: false,
             report: &mut report,
         };
         let result = pass.run().await;
@@ -191,8 +194,19 @@ struct Pass<'a> {
     /// The ledger knew nothing of this account when the pass began: look in
     /// the target before every APPEND (a ledger lost with its volume).
     recovering: bool,
+    /// UIDLs handed to an earlier session of this pass: a later session
+    /// (delete batches) does not try a refused message again at once.
+    attempted: HashSet<String>,
+    /// The POP3 server's LOGIN-DELAY, if it announced one.
+    login_delay: Option<Duration>,
+    /// The pass stopped before going through the whole mailbox.
+    incomplete: bool,
     report: &'a mut Report,
 }
+
+/// A LOGIN-DELAY up to this long is waited out between two batches of a
+/// pass; a longer one ends the pass (the next one goes on).
+const MAX_LOGIN_DELAY_WAIT: Duration = Duration::from_secs(60);
 
 /// RETRs in flight on the POP3 side (with PIPELINING; one without).
 const RETR_WINDOW: usize = 256;
@@ -206,6 +220,8 @@ const QUEUE: usize = 256;
 /// bytes; a message above the spool threshold waits in its temporary file
 /// and counts nothing here).
 const QUEUE_BYTES: usize = 16 << 20;
+/// ...and at most this many of them waiting in temporary files.
+const QUEUE_ON_DISK: usize = 4;
 
 /// What the POP3 side hands to the IMAP side.
 enum Fetched {
@@ -213,6 +229,8 @@ enum Fetched {
     /// Larger than max_message_size part-way through its RETR (the LIST
     /// size lied); the POP3 session had to be abandoned.
     TooBig,
+    /// The server refused its RETR (-ERR): the server's words.
+    Failed(String),
 }
 
 /// How the POP3 side of a session ended.
@@ -241,7 +259,7 @@ impl Item {
     fn new(index: usize, fetched: Fetched, permit: Option<OwnedSemaphorePermit>) -> Item {
         let sha = match &fetched {
             Fetched::Message(m) => m.sha256_hex(),
-            Fetched::TooBig => String::new(),
+            Fetched::TooBig | Fetched::Failed(_) => String::new(),
         };
         Item {
             index,
@@ -339,50 +357,65 @@ async fn produce(
     threshold: usize,
     tx: mpsc::Sender<(usize, Fetched, Option<OwnedSemaphorePermit>)>,
     budget: Arc<Semaphore>,
+    on_disk: Arc<Semaphore>,
 ) -> Result<Produced, Failure> {
     let max = acc.policy.max_message_size;
     let fail = |e| pop_failure(acc, "RETR failed", e);
     let mut stream = pop.retr_pipelined(numbers, RETR_WINDOW);
     let mut index = 0usize;
+    // Set when the IMAP side stops taking messages.
+    let mut stopped = false;
     loop {
-        let Some((_, body)) = stream.next_message().await.map_err(fail)? else {
+        let Some((_, answer)) = stream.next_message().await.map_err(fail)? else {
             break;
         };
-        let mut body = body.map_err(fail)?;
-        let mut spool = Spool::new(threshold);
-        let mut too_big = false;
-        while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
-            spool.write(chunk).await.map_err(spool_failure)?;
-            if spool.len() > max {
-                // Stop reading at once: a message that never ends must not
-                // hold the pass. The session is out of step from here.
-                too_big = true;
-                break;
+        let fetched = match answer {
+            // This message only: the stream goes on.
+            Err(e) => Fetched::Failed(e.to_string()),
+            Ok(mut body) => {
+                let mut spool = Spool::new(threshold);
+                let mut too_big = false;
+                while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
+                    spool.write(chunk).await.map_err(spool_failure)?;
+                    if spool.len() > max {
+                        // Stop reading at once: a message that never ends
+                        // must not hold the pass. The session is out of
+                        // step from here.
+                        too_big = true;
+                        break;
+                    }
+                }
+                if too_big {
+                    Fetched::TooBig
+                } else {
+                    Fetched::Message(Box::new(spool.finish().await.map_err(spool_failure)?))
+                }
             }
+        };
+        // Memory is bounded by bytes; temporary files by count.
+        let permit = match &fetched {
+            Fetched::Message(msg) if msg.is_on_disk() => on_disk.clone().acquire_owned().await.ok(),
+            Fetched::Message(msg) => {
+                let cost = u32::try_from(msg.len().min(QUEUE_BYTES as u64)).unwrap_or(u32::MAX);
+                budget.clone().acquire_many_owned(cost).await.ok()
+            }
+            Fetched::TooBig | Fetched::Failed(_) => None,
+        };
+        let too_big = matches!(fetched, Fetched::TooBig);
+        if tx.send((index, fetched, permit)).await.is_err() {
+            stopped = true;
+            break;
         }
-        drop(body);
         if too_big {
-            let _ = tx.send((index, Fetched::TooBig, None)).await;
             return Ok(Produced::SessionLost);
         }
-        let msg = spool.finish().await.map_err(spool_failure)?;
-        let cost = if msg.is_on_disk() {
-            0
-        } else {
-            u32::try_from(msg.len().min(QUEUE_BYTES as u64)).unwrap_or(u32::MAX)
-        };
-        let permit = budget.clone().acquire_many_owned(cost).await.ok();
-        if tx
-            .send((index, Fetched::Message(Box::new(msg)), permit))
-            .await
-            .is_err()
-        {
-            // Read off what is in flight so that the session stays usable
-            // for DELE and QUIT.
-            stream.drain().await.map_err(fail)?;
-            return Ok(Produced::Stopped);
-        }
         index += 1;
+    }
+    if stopped {
+        // Read off what is in flight so that the session stays usable for
+        // DELE and QUIT.
+        stream.drain().await.map_err(fail)?;
+        return Ok(Produced::Stopped);
     }
     Ok(Produced::All)
 }
@@ -397,9 +430,24 @@ struct Listed {
 
 impl<'a> Pass<'a> {
     async fn run(&mut self) -> Result<(), Failure> {
+        let name = &self.account.name;
+        if let Some(l) = self.ledger() {
+            self.recovering = l.is_recovering(name).await.map_err(ledger_failure)?;
+        }
         // A pass is one POP3 session, or several when a delete policy asks
         // for DELEs to be committed in batches.
         while self.session().await? {}
+        // Recovery ends only with a pass that went through everything.
+        if self.recovering
+            && !self.incomplete
+            && !self.report.interrupted
+            && let Some(l) = self.ledger()
+        {
+            l.set_recovering(name, false)
+                .await
+                .map_err(ledger_failure)?;
+            info!("Recovery finished: the ledger again knows every message of this account");
+        }
         Ok(())
     }
 
@@ -428,11 +476,21 @@ impl<'a> Pass<'a> {
             .and_then(|a| a.parse::<u64>().ok())
         {
             let delay = Duration::from_secs(secs);
+            self.login_delay = Some(delay);
             self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
         }
         let listing = self.listing(&mut pop).await?;
         let mut rows = self.rows().await?;
-        if rows.is_empty() && !listing.is_empty() && self.ledger().is_some() {
+        if rows.is_empty()
+            && !listing.is_empty()
+            && !self.recovering
+            && let Some(l) = self.ledger()
+        {
+            // Durably, before anything is appended: a recovery cut short
+            // must go on recovering.
+            l.set_recovering(&acc.name, true)
+                .await
+                .map_err(ledger_failure)?;
             self.recovering = true;
         }
 
@@ -460,6 +518,7 @@ impl<'a> Pass<'a> {
         let max = acc.policy.max_message_size;
         let todo: Vec<&Listed> = listing
             .iter()
+            .filter(|m| !self.attempted.contains(&m.uidl))
             .filter(|m| match rows.get(&m.uidl) {
                 None => true,
                 Some(r) => match r.state {
@@ -526,6 +585,7 @@ impl<'a> Pass<'a> {
         };
         let more = fetch.len() > batch;
         fetch.truncate(batch);
+        self.attempted.extend(fetch.iter().map(|m| m.uidl.clone()));
         if fetch.is_empty() {
             self.delete_and_quit(pop, &listing).await?;
             return Ok(more);
@@ -536,20 +596,48 @@ impl<'a> Pass<'a> {
         let numbers: Vec<u32> = fetch.iter().map(|m| m.number).collect();
         let (tx, rx) = mpsc::channel(QUEUE);
         let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+        let on_disk = Arc::new(Semaphore::new(QUEUE_ON_DISK));
         let threshold = self.opts.spool_threshold;
         let (produced, consumed) = tokio::join!(
-            produce(&mut pop, acc, &numbers, threshold, tx, budget),
+            produce(&mut pop, acc, &numbers, threshold, tx, budget, on_disk),
             self.consume(&fetch, &rows, rx)
         );
         consumed?;
         if produced? == Produced::SessionLost {
             // The POP3 session is out of step (a message that never ended):
-            // no DELE, no QUIT; the next session goes on.
-            return Ok(true);
+            // no DELE, no QUIT; the next session goes on (unless stopping).
+            return Ok(!self.report.interrupted);
         }
         let interrupted = self.report.interrupted;
         self.delete_and_quit(pop, &listing).await?;
-        Ok(more && !interrupted)
+        if !more || interrupted {
+            return Ok(false);
+        }
+        // Another batch means another login: respect LOGIN-DELAY.
+        if let Some(delay) = self.login_delay.filter(|d| !d.is_zero()) {
+            if delay > MAX_LOGIN_DELAY_WAIT {
+                info!(
+                    login_delay = delay.as_secs(),
+                    "The POP3 server's LOGIN-DELAY stops this pass after a batch; the next pass goes on"
+                );
+                self.incomplete = true;
+                return Ok(false);
+            }
+            let cancelled = async {
+                match &self.opts.cancel {
+                    Some(c) => c.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancelled => {
+                    self.report.interrupted = true;
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// UIDL listing with sizes; without UIDL support, IDs derived from a
@@ -820,9 +908,15 @@ impl<'a> Pass<'a> {
                     continue;
                 };
                 let row = rows.get(&m.uidl);
-                let needs_lookup = !item.looked_up
-                    && (row.map(|r| r.state) == Some(State::Appending)
-                        || (self.recovering && self.target_count > 0));
+                // Look before appending: an intent without a result, a
+                // message skipped after such an intent (it has a digest), or
+                // any message while recovering a lost ledger.
+                let needs_lookup = matches!(item.fetched, Fetched::Message(_))
+                    && !item.looked_up
+                    && (row.is_some_and(|r| {
+                        r.state == State::Appending
+                            || (r.state == State::Skipped && r.sha256.is_some())
+                    }) || (self.recovering && self.target_count > 0));
                 if needs_lookup {
                     if batch.is_empty() {
                         lookup = Some(Box::new(item));
@@ -836,6 +930,10 @@ impl<'a> Pass<'a> {
                         // The LIST size lied: larger than announced.
                         self.skip(m, acc.policy.max_message_size.saturating_add(1), row)
                             .await?;
+                        self.progress.advanced(&acc.name, m.size);
+                    }
+                    Fetched::Failed(text) => {
+                        self.retr_refused(ledger, m, &text).await?;
                         self.progress.advanced(&acc.name, m.size);
                     }
                     Fetched::Message(msg) => {
@@ -912,6 +1010,36 @@ impl<'a> Pass<'a> {
             (None, Some(item)) => Ok(PipeEnd::Lookup(item)),
             (None, None) => Ok(PipeEnd::Done),
         }
+    }
+
+    /// A message whose RETR the server refused: retried on later runs, then
+    /// rejected like a message the target refuses.
+    async fn retr_refused(
+        &mut self,
+        ledger: &Ledger,
+        m: &Listed,
+        text: &str,
+    ) -> Result<(), Failure> {
+        let acc = self.account;
+        let state = ledger
+            .record_retr_failure(&acc.name, &m.uidl, m.size, text, acc.policy.max_attempts)
+            .await
+            .map_err(ledger_failure)?;
+        if state == State::Rejected {
+            warn!(uidl = %m.uidl, "The POP3 server refused to deliver the message {} times; rejected: {text}",
+                acc.policy.max_attempts);
+            self.report.rejected += 1;
+            self.report
+                .problems
+                .push(format!("{}: rejected (RETR): {text}", m.uidl));
+        } else {
+            warn!(uidl = %m.uidl, "The POP3 server refused to deliver the message; will retry: {text}");
+            self.report.failed += 1;
+            self.report
+                .problems
+                .push(format!("{}: RETR refused (will retry): {text}", m.uidl));
+        }
+        Ok(())
     }
 
     /// Records the APPENDs answered OK so far, in one transaction.
