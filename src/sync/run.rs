@@ -1025,21 +1025,33 @@ impl<'a> Pass<'a> {
             .record_retr_failure(&acc.name, &m.uidl, m.size, text, acc.policy.max_attempts)
             .await
             .map_err(ledger_failure)?;
+        self.note_refusal(&m.uidl, state, "RETR ", text);
+        Ok(())
+    }
+
+    /// Reports a refused message: rejected for good, or to be retried.
+    /// `what` names the refused command for the report ("RETR ", or "" for
+    /// an APPEND).
+    fn note_refusal(&mut self, uidl: &str, state: State, what: &str, text: &str) {
+        let max = self.account.policy.max_attempts;
+        let who = if what.is_empty() {
+            "The target refused the message"
+        } else {
+            "The POP3 server refused to deliver the message"
+        };
         if state == State::Rejected {
-            warn!(uidl = %m.uidl, "The POP3 server refused to deliver the message {} times; rejected: {text}",
-                acc.policy.max_attempts);
+            warn!(%uidl, "{who} {max} times; rejected, left on the POP3 server: {text}");
             self.report.rejected += 1;
             self.report
                 .problems
-                .push(format!("{}: rejected (RETR): {text}", m.uidl));
+                .push(format!("{uidl}: {what}rejected: {text}"));
         } else {
-            warn!(uidl = %m.uidl, "The POP3 server refused to deliver the message; will retry: {text}");
+            warn!(%uidl, "{who}; will retry (at most {max} attempts): {text}");
             self.report.failed += 1;
             self.report
                 .problems
-                .push(format!("{}: RETR refused (will retry): {text}", m.uidl));
+                .push(format!("{uidl}: {what}refused (will retry): {text}"));
         }
-        Ok(())
     }
 
     /// Records the APPENDs answered OK so far, in one transaction.
@@ -1107,21 +1119,7 @@ impl<'a> Pass<'a> {
             .record_failure(&acc.name, &m.uidl, &text, true, acc.policy.max_attempts)
             .await
             .map_err(ledger_failure)?;
-        if state == State::Rejected {
-            warn!(uidl = %m.uidl, "The target refused the message {} times; rejected, left on the POP3 server: {text}",
-                acc.policy.max_attempts);
-            self.report.rejected += 1;
-            self.report
-                .problems
-                .push(format!("{}: rejected: {text}", m.uidl));
-        } else {
-            warn!(uidl = %m.uidl, "The target refused the message; will retry (at most {} attempts): {text}",
-                acc.policy.max_attempts);
-            self.report.failed += 1;
-            self.report
-                .problems
-                .push(format!("{}: refused (will retry): {text}", m.uidl));
-        }
+        self.note_refusal(&m.uidl, state, "", &text);
         Ok(())
     }
 
