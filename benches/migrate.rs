@@ -215,7 +215,20 @@ fn popferry_sync(config: &Path, expect_messages: u64, bytes: u64) -> Run {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
         .and_then(|v| v.trim().parse().ok());
-    eprintln!("bench: popferry: {}", stdout.trim());
+    let field = |name: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "bench: popferry: {} (CPU: user {} s, system {} s, {} of a core)",
+        stdout.trim(),
+        field("User time (seconds):"),
+        field("System time (seconds):"),
+        field("Percent of CPU this job got:")
+    );
     Run {
         messages: expect_messages,
         bytes,
