@@ -271,6 +271,10 @@ impl Item {
     }
 }
 
+/// A message ready for the pipeline: its queue item (holding its share of
+/// the queue's bounds), its listing entry, its bytes and its header facts.
+type Ready<'l> = (Item, &'l Listed, SpooledMessage, HeaderFacts);
+
 /// Why one pipeline ended.
 enum PipeEnd {
     Done,
@@ -876,33 +880,43 @@ impl<'a> Pass<'a> {
         let mut done: Vec<(String, Option<u32>, Option<u32>)> = Vec::new();
         let mut stop: Option<Failure> = None;
         let mut lookup: Option<Box<Item>> = None;
+        // Messages whose intents are on disk, to be written next. Batch k+1's
+        // intents are committed while batch k's APPENDs are written, so the
+        // fsync overlaps the network instead of adding to it; an intent is
+        // still always durable before its own APPEND.
+        let mut ready: Vec<Ready<'_>> = Vec::new();
+        let mut closed = false;
         loop {
             // A safe point: every message handed to the pipeline so far is
             // either answered and recorded below, or still owed an answer.
-            if self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            let cancelled = self.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            if cancelled && !self.report.interrupted {
                 info!("Stopping early: shutting down");
                 self.report.interrupted = true;
-                break;
             }
-            if queue.is_empty() {
-                match rx.recv().await {
-                    Some((index, fetched, permit)) => {
-                        queue.push_back(Item::new(index, fetched, permit))
+            let gathering = !cancelled && stop.is_none() && lookup.is_none();
+            if gathering && !closed && queue.is_empty() {
+                if ready.is_empty() {
+                    match rx.recv().await {
+                        Some((index, fetched, permit)) => {
+                            queue.push_back(Item::new(index, fetched, permit))
+                        }
+                        None => closed = true,
                     }
-                    None => break,
                 }
-                while queue.len() < APPEND_WINDOW {
+                while !closed && queue.len() < APPEND_WINDOW {
                     match rx.try_recv() {
                         Ok((index, fetched, permit)) => {
                             queue.push_back(Item::new(index, fetched, permit))
                         }
-                        Err(_) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
                     }
                 }
             }
             // The next batch: messages that can go straight to the pipeline.
-            let mut batch: Vec<(Item, &Listed, SpooledMessage, HeaderFacts)> = Vec::new();
-            while batch.len() < APPEND_WINDOW {
+            let mut next: Vec<Ready<'_>> = Vec::new();
+            while gathering && next.len() < APPEND_WINDOW {
                 let Some(item) = queue.pop_front() else { break };
                 let Some(m) = fetch.get(item.index).copied() else {
                     continue;
@@ -918,7 +932,7 @@ impl<'a> Pass<'a> {
                             || (r.state == State::Skipped && r.sha256.is_some())
                     }) || (self.recovering && self.target_count > 0));
                 if needs_lookup {
-                    if batch.is_empty() {
+                    if next.is_empty() && ready.is_empty() {
                         lookup = Some(Box::new(item));
                     } else {
                         queue.push_front(item);
@@ -945,51 +959,34 @@ impl<'a> Pass<'a> {
                             sha: item.sha,
                             permit: item.permit,
                         };
-                        batch.push((item, m, *msg, facts));
+                        next.push((item, m, *msg, facts));
                     }
                 }
             }
-            // Intents first, durably, in one transaction...
-            let intents: Vec<Intent<'_>> = batch
+            if next.is_empty() && ready.is_empty() {
+                if !gathering || lookup.is_some() || (closed && queue.is_empty()) {
+                    break;
+                }
+                continue;
+            }
+            // Commit `next`'s intents while `ready` is written.
+            let intents: Vec<Intent<'_>> = next
                 .iter()
                 .map(|(item, m, msg, facts)| intent(m, msg, facts, &item.sha, mailbox))
                 .collect();
-            ledger
-                .record_intents(&acc.name, &intents)
-                .await
-                .map_err(ledger_failure)?;
+            let writing = std::mem::take(&mut ready);
+            let (recorded, pushed) = tokio::join!(
+                ledger.record_intents(&acc.name, &intents),
+                self.push_batch(&mut pipe, writing, fetch, ledger, &mut done, &mut stop)
+            );
             drop(intents);
-            // ...then the APPENDs, taking answers whenever the window is full.
-            for (item, m, msg, facts) in batch {
-                while pipe.is_full() && stop.is_none() {
-                    match pipe.next_result().await {
-                        Ok(Some(r)) => {
-                            self.take_result(r, fetch, ledger, &mut done, &mut stop)
-                                .await?
-                        }
-                        Ok(None) => break,
-                        Err(e) => return self.abandon(pipe, e, fetch, ledger, done).await,
-                    }
-                }
-                if stop.is_some() {
-                    // The intent stays unresolved-but-unsent: settled (not
-                    // found, appended) by the next run.
-                    continue;
-                }
-                let date = facts.internal_date(acc.target.internal_date);
-                if let Err(e) = pipe
-                    .push((item.index, msg.len()), &msg, date.as_deref())
-                    .await
-                {
-                    return self.abandon(pipe, e, fetch, ledger, done).await;
-                }
-                debug!(uidl = %m.uidl, bytes = msg.len(), "APPEND sent");
+            if let Some(e) = pushed? {
+                return self.abandon(pipe, e, fetch, ledger, done).await;
             }
+            recorded.map_err(ledger_failure)?;
+            ready = next;
             if done.len() >= APPEND_WINDOW {
                 self.flush(ledger, &mut done).await?;
-            }
-            if stop.is_some() || lookup.is_some() {
-                break;
             }
         }
         // Every answer still owed, recorded before the pipeline closes.
@@ -1010,6 +1007,44 @@ impl<'a> Pass<'a> {
             (None, Some(item)) => Ok(PipeEnd::Lookup(item)),
             (None, None) => Ok(PipeEnd::Done),
         }
+    }
+
+    /// Writes the APPENDs of `batch` (whose intents are on disk), taking
+    /// answers whenever the window is full. `Ok(Some(e))` when the
+    /// connection failed and the pipeline must be abandoned.
+    async fn push_batch(
+        &mut self,
+        pipe: &mut imap::AppendPipeline<'_, (usize, u64)>,
+        batch: Vec<Ready<'_>>,
+        fetch: &[&Listed],
+        ledger: &Ledger,
+        done: &mut Vec<(String, Option<u32>, Option<u32>)>,
+        stop: &mut Option<Failure>,
+    ) -> Result<Option<ImapError>, Failure> {
+        let acc = self.account;
+        for (item, m, msg, facts) in batch {
+            while pipe.is_full() && stop.is_none() {
+                match pipe.next_result().await {
+                    Ok(Some(r)) => self.take_result(r, fetch, ledger, done, stop).await?,
+                    Ok(None) => break,
+                    Err(e) => return Ok(Some(e)),
+                }
+            }
+            if stop.is_some() {
+                // The intent stays unresolved-but-unsent: settled (not
+                // found, appended) by the next run.
+                continue;
+            }
+            let date = facts.internal_date(acc.target.internal_date);
+            if let Err(e) = pipe
+                .push((item.index, msg.len()), &msg, date.as_deref())
+                .await
+            {
+                return Ok(Some(e));
+            }
+            debug!(uidl = %m.uidl, bytes = msg.len(), "APPEND sent");
+        }
+        Ok(None)
     }
 
     /// A message whose RETR the server refused: retried on later runs, then
