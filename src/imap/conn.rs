@@ -1168,23 +1168,7 @@ impl<S: ImapIo> Conn<S> {
         }
         pieces.push(Piece::text("HEADER Message-ID "));
         pieces.push(Piece::arg(encode::string_arg(message_id.as_bytes())));
-        let mut uids: Vec<u32> = Vec::new();
-        let done = self
-            .exec(
-                "searching by Message-ID",
-                pieces,
-                SEARCH_BUDGET,
-                &mut |r: &Response<'_>| {
-                    if let Response::MailboxData(MailboxDatum::Search(found)) = r {
-                        uids.extend_from_slice(found);
-                    }
-                },
-            )
-            .await?;
-        done.ok_or_error(&self.server)?;
-        uids.sort_unstable_by(|a, b| b.cmp(a));
-        uids.dedup();
-        uids.truncate(MAX_CANDIDATES);
+        let uids = self.uid_search("searching by Message-ID", pieces).await?;
         if uids.is_empty() {
             return Ok(Vec::new());
         }

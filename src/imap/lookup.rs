@@ -36,6 +36,28 @@ impl<S: ImapIo> Conn<S> {
         Err(done.into_error(&self.server))
     }
 
+    /// Runs a UID SEARCH made of `pieces`: the UIDs found, highest first,
+    /// at most [`MAX_CANDIDATES`].
+    pub(crate) async fn uid_search(
+        &mut self,
+        what: &'static str,
+        pieces: Vec<Piece<'_>>,
+    ) -> Result<Vec<u32>, ImapError> {
+        let mut uids: Vec<u32> = Vec::new();
+        let done = self
+            .exec(what, pieces, SEARCH_BUDGET, &mut |r: &Response<'_>| {
+                if let Response::MailboxData(MailboxDatum::Search(found)) = r {
+                    uids.extend_from_slice(found);
+                }
+            })
+            .await?;
+        done.ok_or_error(&self.server)?;
+        uids.sort_unstable_by(|a, b| b.cmp(a));
+        uids.dedup();
+        uids.truncate(MAX_CANDIDATES);
+        Ok(uids)
+    }
+
     /// The UIDs (highest first) of the messages in `mailbox` of exactly
     /// `size` bytes whose header section (`BODY[HEADER]`) has the SHA-256
     /// `header_sha256`.
@@ -56,23 +78,9 @@ impl<S: ImapIo> Conn<S> {
             ),
             None => "UID SEARCH SMALLER 1".to_owned(),
         };
-        let mut uids: Vec<u32> = Vec::new();
-        let done = self
-            .exec(
-                "searching by size",
-                vec![Piece::text(search)],
-                SEARCH_BUDGET,
-                &mut |r: &Response<'_>| {
-                    if let Response::MailboxData(MailboxDatum::Search(found)) = r {
-                        uids.extend_from_slice(found);
-                    }
-                },
-            )
+        let uids = self
+            .uid_search("searching by size", vec![Piece::text(search)])
             .await?;
-        done.ok_or_error(&self.server)?;
-        uids.sort_unstable_by(|a, b| b.cmp(a));
-        uids.dedup();
-        uids.truncate(MAX_CANDIDATES);
         if uids.is_empty() {
             return Ok(Vec::new());
         }
