@@ -1173,38 +1173,13 @@ impl<S: ImapIo> Conn<S> {
             return Ok(Vec::new());
         }
 
-        let mut matching: Vec<u32> = Vec::new();
-        let command = format!("UID FETCH {} (UID RFC822.SIZE)", encode::uid_set(&uids));
-        let done = self
-            .exec(
-                "fetching candidate sizes",
-                vec![Piece::text(command)],
-                SEARCH_BUDGET,
-                &mut |r: &Response<'_>| {
-                    if let Response::Fetch(_, attrs) = r {
-                        let mut uid = None;
-                        let mut len = None;
-                        for a in attrs {
-                            match a {
-                                AttributeValue::Uid(u) => uid = Some(*u),
-                                AttributeValue::Rfc822Size(s) => len = Some(u64::from(*s)),
-                                _ => {}
-                            }
-                        }
-                        if let (Some(u), Some(l)) = (uid, len)
-                            && l == size
-                        {
-                            matching.push(u);
-                        }
-                    }
-                },
-            )
-            .await?;
-        done.ok_or_error(&self.server)?;
-        let mut matching: Vec<u32> = matching.into_iter().filter(|u| uids.contains(u)).collect();
-        matching.sort_unstable_by(|a, b| b.cmp(a));
-        matching.dedup();
-        Ok(matching)
+        self.uid_fetch_matching(
+            "fetching candidate sizes",
+            &uids,
+            "RFC822.SIZE",
+            &|a: &AttributeValue<'_>| matches!(a, AttributeValue::Rfc822Size(s) if u64::from(*s) == size),
+        )
+        .await
     }
 
     /// LOGOUT, then a clean TLS close. A server that hangs up first is fine.

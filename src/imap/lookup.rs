@@ -84,35 +84,48 @@ impl<S: ImapIo> Conn<S> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
+        self.uid_fetch_matching(
+            "fetching candidate headers",
+            &uids,
+            "BODY.PEEK[HEADER]",
+            &|a: &AttributeValue<'_>| match a {
+                AttributeValue::BodySection {
+                    section: Some(SectionPath::Full(MessageSection::Header)),
+                    data: Some(data),
+                    ..
+                } => <[u8; 32]>::from(Sha256::digest(data.as_ref())) == header_sha256,
+                _ => false,
+            },
+        )
+        .await
+    }
+
+    /// UID FETCHes `item` for `uids` and returns those (highest first) for
+    /// which some attribute satisfies `wanted`; UIDs the server adds on its
+    /// own are ignored.
+    pub(crate) async fn uid_fetch_matching(
+        &mut self,
+        what: &'static str,
+        uids: &[u32],
+        item: &str,
+        wanted: &(dyn Fn(&AttributeValue<'_>) -> bool + Sync),
+    ) -> Result<Vec<u32>, ImapError> {
         let mut matching: Vec<u32> = Vec::new();
-        let command = format!(
-            "UID FETCH {} (UID BODY.PEEK[HEADER])",
-            encode::uid_set(&uids)
-        );
+        let command = format!("UID FETCH {} (UID {item})", encode::uid_set(uids));
         let done = self
             .exec(
-                "fetching candidate headers",
+                what,
                 vec![Piece::text(command)],
                 SEARCH_BUDGET,
                 &mut |r: &Response<'_>| {
                     if let Response::Fetch(_, attrs) = r {
-                        let mut uid = None;
-                        let mut same = false;
-                        for a in attrs {
-                            match a {
-                                AttributeValue::Uid(u) => uid = Some(*u),
-                                AttributeValue::BodySection {
-                                    section: Some(SectionPath::Full(MessageSection::Header)),
-                                    data: Some(data),
-                                    ..
-                                } => {
-                                    same = <[u8; 32]>::from(Sha256::digest(data.as_ref()))
-                                        == header_sha256;
-                                }
-                                _ => {}
-                            }
-                        }
-                        if let (Some(u), true) = (uid, same) {
+                        let uid = attrs.iter().find_map(|a| match a {
+                            AttributeValue::Uid(u) => Some(*u),
+                            _ => None,
+                        });
+                        if let Some(u) = uid
+                            && attrs.iter().any(wanted)
+                        {
                             matching.push(u);
                         }
                     }
@@ -120,7 +133,7 @@ impl<S: ImapIo> Conn<S> {
             )
             .await?;
         done.ok_or_error(&self.server)?;
-        let mut matching: Vec<u32> = matching.into_iter().filter(|u| uids.contains(u)).collect();
+        matching.retain(|u| uids.contains(u));
         matching.sort_unstable_by(|a, b| b.cmp(a));
         matching.dedup();
         Ok(matching)
