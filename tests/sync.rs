@@ -404,24 +404,6 @@ fn a_refused_message_is_retried_then_rejected_and_the_rest_flow() {
     assert_eq!(left, vec![seeded[1].sha256_hex.clone()]);
 }
 
-/// Rewrites ledger rows to simulate a crash between APPEND and its record.
-fn set_state(ledger: &Path, sql: &'static str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(ledger)
-            .connect()
-            .await
-            .expect("open ledger");
-        let r = sqlx::query(sql).execute(&mut c).await.expect("update");
-        assert!(r.rows_affected() > 0, "{sql} changed nothing");
-    });
-}
-
 #[test]
 fn an_unresolved_intent_is_settled_without_a_duplicate() {
     let d = Dovecot::start();
@@ -433,11 +415,9 @@ fn an_unresolved_intent_is_settled_without_a_duplicate() {
     assert_eq!(full, seeded_shas(&seeded));
 
     // The APPEND reached the server, the record did not reach the ledger.
-    set_state(
-        &ledger,
-        // Every row, those without a Message-ID included (settled by a header digest).
-        "UPDATE messages SET state = 'appending', uidvalidity = NULL, uid = NULL",
-    );
+    // Every row, those without a Message-ID included (settled by a header digest).
+    let n = support::ledger::unresolve_all(&ledger, "alice", "INBOX");
+    assert_eq!(n, seeded.len());
     sync_ok(&cfg);
     assert_eq!(
         target_shas(&d, "dave", "INBOX"),
@@ -467,7 +447,7 @@ fn an_unresolved_intent_whose_append_never_landed_is_appended() {
     let ledger = ConfigBuilder::new(&d, "alice", "dave").ledger_path();
     sync_ok(&cfg);
     // ...then point at INBOX and mark both as interrupted before the APPEND landed.
-    set_state(&ledger, "UPDATE messages SET state = 'appending'");
+    support::ledger::unresolve_all(&ledger, "alice", "Scratch");
     let cfg = ConfigBuilder::new(&d, "alice", "dave")
         .file_name("inbox.toml")
         .write();

@@ -1,27 +1,28 @@
-//! The ledger: a SQLite file that remembers, per account and POP3 UIDL, what
-//! happened to each message. It is what makes "exactly once" and "nothing
-//! lost" possible across runs, crashes and restarts.
+//! The ledger: remembers, per account and POP3 UIDL, what happened to each
+//! message. It is what makes "exactly once" and "nothing lost" possible
+//! across runs, crashes and restarts.
 //!
 //! Why it is shaped so:
-//! - It is the only module with SQL; everyone else sees typed calls.
-//! - Every state change is its own committed transaction with
-//!   `synchronous = FULL` in WAL mode, so a call that returned is on disk.
-//!   The sync engine relies on that: the intent row is durable before an
-//!   APPEND is sent, and the `appended` row is durable before a DELE.
+//! - [`Ledger`] is the interface the rest of the program uses; a backend
+//!   sits behind it (SQLite today, in [`sqlite`]; a PostgreSQL backend for
+//!   replicas is to sit beside it with the same calls and guarantees).
+//!   Only backends contain SQL; everyone else sees typed calls.
+//! - A call that returned is durable. The sync engine relies on that: the
+//!   intent row is on disk before an APPEND is sent, and the `appended` row
+//!   is on disk before a DELE. Calls that take a slice write it in one
+//!   transaction (one fsync).
 //! - Queries are checked at run time (not `query!`), so `cargo build` needs
 //!   no database; the tests cover every query.
 //! - Migrations are embedded (`sqlx::migrate!`) and only move forward.
 
-use std::collections::HashMap;
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+pub use sqlite::SqliteLedger;
 
 /// Where a message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -67,6 +68,8 @@ impl FromStr for State {
 #[derive(Debug, Clone)]
 pub struct MessageRow {
     pub uidl: String,
+    /// The UIDL was derived from the header section (no UIDL on the server).
+    pub uidl_derived: bool,
     pub state: State,
     pub size: u64,
     pub sha256: Option<String>,
@@ -87,6 +90,25 @@ pub struct Intent<'a> {
     pub message_id: Option<&'a str>,
     pub message_date: Option<i64>,
     pub mailbox: &'a str,
+}
+
+/// The server's OK for one APPEND (or a copy found in the target), with
+/// its APPENDUID when the server gave one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOk {
+    pub uidl: String,
+    pub uidvalidity: Option<u32>,
+    pub uid: Option<u32>,
+}
+
+/// Whether a failed attempt counts towards `max_attempts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The message's own fault (refused, too large): it counts.
+    Counts,
+    /// Not the message's fault (over quota, mailbox gone, connection lost):
+    /// retried later, unpenalised.
+    Free,
 }
 
 /// Per-account figures for `status`.
@@ -113,85 +135,48 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The ledger the program uses: a cheap handle (clone it freely) on one
+/// backend.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    pool: SqlitePool,
-    created: bool,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqliteLedger),
+}
+
+/// Runs `$call` on whichever backend `$self` has.
+macro_rules! on_backend {
+    ($self:ident, $l:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($l) => $call,
+        }
+    };
 }
 
 impl Ledger {
-    /// Opens (creating it and its folders if missing) and migrates the ledger.
+    /// Opens (creating it and its folders if missing) and migrates the
+    /// SQLite ledger at `path`.
     pub async fn open(path: &Path) -> anyhow::Result<Ledger> {
-        let created = !path.exists();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("Cannot create the ledger folder {}", dir.display()))?;
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("Cannot open the ledger {}", path.display()))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .with_context(|| format!("Cannot migrate the ledger {}", path.display()))?;
-        Ok(Ledger { pool, created })
-    }
-
-    /// True when this process created the ledger file: it knows nothing, so
-    /// the target mailbox must be consulted before appending (a container
-    /// started without its volume).
-    pub fn is_new(&self) -> bool {
-        self.created
+        Ok(Ledger {
+            backend: Backend::Sqlite(SqliteLedger::open(path).await?),
+        })
     }
 
     /// Checks that the ledger answers.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .context("The ledger does not answer")?;
-        Ok(())
+        on_backend!(self, l => l.ping().await)
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_backend!(self, l => l.close().await)
     }
 
     /// Every row of one account, by UIDL.
     pub async fn messages(&self, account: &str) -> anyhow::Result<HashMap<String, MessageRow>> {
-        let rows = sqlx::query(
-            "SELECT uidl, state, size, sha256, message_id, message_date, attempts, last_error, appended_at
-             FROM messages WHERE account = ?",
-        )
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await
-        .context("Cannot read the ledger")?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let row = MessageRow {
-                uidl: r.try_get("uidl")?,
-                state: r.try_get::<String, _>("state")?.parse()?,
-                size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
-                sha256: r.try_get("sha256")?,
-                message_id: r.try_get("message_id")?,
-                message_date: r.try_get("message_date")?,
-                attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-                last_error: r.try_get("last_error")?,
-                appended_at: r.try_get("appended_at")?,
-            };
-            out.insert(row.uidl.clone(), row);
-        }
-        Ok(out)
+        on_backend!(self, l => l.messages(account).await)
     }
 
     /// Records the intent to append, durably, before the APPEND is sent.
@@ -199,109 +184,19 @@ impl Ledger {
         self.record_intents(account, std::slice::from_ref(i)).await
     }
 
-    /// Records the intents of several messages in one transaction (one
-    /// fsync), before any of their APPENDs is sent.
-    pub async fn record_intents(
-        &self,
-        account: &str,
-        intents: &[Intent<'_>],
-    ) -> anyhow::Result<()> {
-        if intents.is_empty() {
-            return Ok(());
-        }
-        let t = now();
-        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
-        for i in intents {
-            sqlx::query(
-                "INSERT INTO messages (account, uidl, uidl_derived, state, size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
-                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (account, uidl) DO UPDATE SET
-                   state = 'appending', size = excluded.size, sha256 = excluded.sha256,
-                   message_id = excluded.message_id, message_date = excluded.message_date,
-                   mailbox = excluded.mailbox, updated_at = excluded.updated_at",
-            )
-            .bind(account)
-            .bind(i.uidl)
-            .bind(i.uidl_derived)
-            .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
-            .bind(i.sha256)
-            .bind(i.message_id)
-            .bind(i.message_date)
-            .bind(i.mailbox)
-            .bind(t)
-            .bind(t)
-            .execute(&mut *tx)
-            .await
-            .context("Cannot record the intent to append in the ledger")?;
-        }
-        tx.commit()
-            .await
-            .context("Cannot record the intent to append in the ledger")?;
-        Ok(())
+    /// Records the intents of several messages at once, before any of their
+    /// APPENDs is sent.
+    pub async fn record_intents(&self, account: &str, i: &[Intent<'_>]) -> anyhow::Result<()> {
+        on_backend!(self, l => l.record_intents(account, i).await)
     }
 
-    /// Records the server's OK for several APPENDs in one transaction:
-    /// `(uidl, uidvalidity, uid)`.
+    /// Records the server's OK for several APPENDs at once.
     pub async fn record_appended_many(
         &self,
         account: &str,
-        done: &[(String, Option<u32>, Option<u32>)],
+        done: &[AppendOk],
     ) -> anyhow::Result<()> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let t = now();
-        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
-        for (uidl, uidvalidity, uid) in done {
-            sqlx::query(
-                "UPDATE messages SET state = 'appended', uidvalidity = ?, uid = ?, appended_at = ?,
-                   last_error = NULL, updated_at = ?
-                 WHERE account = ? AND uidl = ?",
-            )
-            .bind(uidvalidity.map(i64::from))
-            .bind(uid.map(i64::from))
-            .bind(t)
-            .bind(t)
-            .bind(account)
-            .bind(uidl)
-            .execute(&mut *tx)
-            .await
-            .context("Cannot record an APPEND in the ledger")?;
-        }
-        tx.commit()
-            .await
-            .context("Cannot record an APPEND in the ledger")?;
-        Ok(())
-    }
-
-    /// The target UIDs the ledger already gives to messages of `account` in
-    /// `mailbox` (under `uidvalidity` when both are known): a lookup must
-    /// not settle another message with one of them.
-    pub async fn claimed_uids(
-        &self,
-        account: &str,
-        mailbox: &str,
-        uidvalidity: Option<u32>,
-    ) -> anyhow::Result<std::collections::HashSet<u32>> {
-        let rows = sqlx::query(
-            "SELECT uid FROM messages
-             WHERE account = ?1 AND mailbox = ?2 AND uid IS NOT NULL
-               AND state IN ('appended', 'deleted')
-               AND (uidvalidity IS NULL OR ?3 IS NULL OR uidvalidity = ?3)",
-        )
-        .bind(account)
-        .bind(mailbox)
-        .bind(uidvalidity.map(i64::from))
-        .fetch_all(&self.pool)
-        .await
-        .context("Cannot read the ledger")?;
-        let mut out = std::collections::HashSet::with_capacity(rows.len());
-        for r in rows {
-            if let Ok(uid) = u32::try_from(r.try_get::<i64, _>("uid")?) {
-                out.insert(uid);
-            }
-        }
-        Ok(out)
+        on_backend!(self, l => l.record_appended_many(account, done).await)
     }
 
     /// Records the server's OK for an APPEND (or a copy found in the target).
@@ -312,45 +207,47 @@ impl Ledger {
         uidvalidity: Option<u32>,
         uid: Option<u32>,
     ) -> anyhow::Result<()> {
-        self.record_appended_many(account, &[(uidl.to_owned(), uidvalidity, uid)])
-            .await
+        on_backend!(self, l => l.record_appended(account, uidl, uidvalidity, uid).await)
     }
 
-    /// Records that an APPEND did not happen (the server refused it, or the
-    /// connection failed before the message was sent). With `counts` the
-    /// attempt counts towards the limit; once `max_attempts` are used up the
-    /// message is `rejected`. Returns the new state.
+    /// The target UIDs the ledger already gives to messages of `account` in
+    /// `mailbox` (under `uidvalidity` when both are known): a lookup must
+    /// not settle another message with one of them.
+    pub async fn claimed_uids(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+    ) -> anyhow::Result<HashSet<u32>> {
+        on_backend!(self, l => l.claimed_uids(account, mailbox, uidvalidity).await)
+    }
+
+    /// Records that an APPEND did not happen; returns the new state
+    /// (`pending`, or `rejected` once `max_attempts` counted attempts are
+    /// used up).
     pub async fn record_failure(
         &self,
         account: &str,
         uidl: &str,
         error: &str,
-        counts: bool,
+        attempt: Attempt,
         max_attempts: u32,
     ) -> anyhow::Result<State> {
-        let t = now();
-        let row = sqlx::query(
-            "UPDATE messages SET
-               attempts = attempts + ?,
-               state = CASE WHEN attempts + ? >= ? THEN 'rejected' ELSE 'pending' END,
-               last_error = ?, updated_at = ?
-             WHERE account = ? AND uidl = ?
-             RETURNING state",
-        )
-        .bind(i64::from(counts))
-        .bind(i64::from(counts))
-        .bind(i64::from(max_attempts))
-        .bind(error)
-        .bind(t)
-        .bind(account)
-        .bind(uidl)
-        .fetch_optional(&self.pool)
-        .await
-        .context("Cannot record a failed APPEND in the ledger")?;
-        match row {
-            Some(r) => r.try_get::<String, _>("state")?.parse(),
-            None => anyhow::bail!("No ledger row for {uidl} of {account}"),
-        }
+        on_backend!(self, l => l.record_failure(account, uidl, error, attempt, max_attempts).await)
+    }
+
+    /// Records that the server refused RETR of a message (counted like a
+    /// refused APPEND; an unresolved intent stays unresolved). Returns the
+    /// new state.
+    pub async fn record_retr_failure(
+        &self,
+        account: &str,
+        uidl: &str,
+        size: u64,
+        error: &str,
+        max_attempts: u32,
+    ) -> anyhow::Result<State> {
+        on_backend!(self, l => l.record_retr_failure(account, uidl, size, error, max_attempts).await)
     }
 
     /// Records a message skipped for its size (left on the server).
@@ -361,365 +258,46 @@ impl Ledger {
         size: u64,
         reason: &str,
     ) -> anyhow::Result<()> {
-        let t = now();
-        sqlx::query(
-            "INSERT INTO messages (account, uidl, state, size, last_error, first_seen_at, updated_at)
-             VALUES (?, ?, 'skipped', ?, ?, ?, ?)
-             ON CONFLICT (account, uidl) DO UPDATE SET state = 'skipped', size = excluded.size,
-               last_error = excluded.last_error, updated_at = excluded.updated_at",
-        )
-        .bind(account)
-        .bind(uidl)
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(reason)
-        .bind(t)
-        .bind(t)
-        .execute(&self.pool)
-        .await
-        .context("Cannot record a skipped message in the ledger")?;
-        Ok(())
+        on_backend!(self, l => l.record_skipped(account, uidl, size, reason).await)
     }
 
-    /// Records that QUIT committed the DELE of these messages.
+    /// Records that QUIT committed the DELE of these (`appended`) messages.
     pub async fn record_deleted(&self, account: &str, uidls: &[String]) -> anyhow::Result<()> {
-        let t = now();
-        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
-        for uidl in uidls {
-            sqlx::query(
-                "UPDATE messages SET state = 'deleted', deleted_at = ?, updated_at = ?
-                 WHERE account = ? AND uidl = ? AND state = 'appended'",
-            )
-            .bind(t)
-            .bind(t)
-            .bind(account)
-            .bind(uidl)
-            .execute(&mut *tx)
-            .await
-            .context("Cannot record deletions in the ledger")?;
-        }
-        tx.commit()
-            .await
-            .context("Cannot record deletions in the ledger")?;
-        Ok(())
+        on_backend!(self, l => l.record_deleted(account, uidls).await)
     }
 
-    /// Whether the account is recovering from a lost ledger (see
-    /// migrations/0002_recovering.sql).
+    /// Whether the account is recovering from a lost ledger.
     pub async fn is_recovering(&self, account: &str) -> anyhow::Result<bool> {
-        let row = sqlx::query("SELECT recovering FROM accounts WHERE name = ?")
-            .bind(account)
-            .fetch_optional(&self.pool)
-            .await
-            .context("Cannot read the ledger")?;
-        Ok(match row {
-            Some(r) => r.try_get::<i64, _>("recovering")? != 0,
-            None => false,
-        })
+        on_backend!(self, l => l.is_recovering(account).await)
     }
 
     /// Starts or ends recovery for an account, durably.
     pub async fn set_recovering(&self, account: &str, on: bool) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO accounts (name, recovering) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET recovering = excluded.recovering",
-        )
-        .bind(account)
-        .bind(on)
-        .execute(&self.pool)
-        .await
-        .context("Cannot write the ledger")?;
-        Ok(())
-    }
-
-    /// Records that RETR of a message failed (the server answered -ERR):
-    /// counted like a refused APPEND, so that the message is retried on
-    /// later runs and rejected after `max_attempts`. Returns the new state.
-    pub async fn record_retr_failure(
-        &self,
-        account: &str,
-        uidl: &str,
-        size: u64,
-        error: &str,
-        max_attempts: u32,
-    ) -> anyhow::Result<State> {
-        let t = now();
-        let row = sqlx::query(
-            "INSERT INTO messages (account, uidl, state, size, attempts, last_error, first_seen_at, updated_at)
-             VALUES (?1, ?2, CASE WHEN 1 >= ?3 THEN 'rejected' ELSE 'pending' END, ?4, 1, ?5, ?6, ?6)
-             ON CONFLICT (account, uidl) DO UPDATE SET
-               attempts = messages.attempts + 1,
-               state = CASE
-                 WHEN messages.state = 'appending' THEN 'appending'
-                 WHEN messages.attempts + 1 >= ?3 THEN 'rejected'
-                 ELSE 'pending' END,
-               last_error = excluded.last_error, updated_at = excluded.updated_at
-             RETURNING state",
-        )
-        .bind(account)
-        .bind(uidl)
-        .bind(i64::from(max_attempts))
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(error)
-        .bind(t)
-        .fetch_one(&self.pool)
-        .await
-        .context("Cannot record a failed RETR in the ledger")?;
-        row.try_get::<String, _>("state")?.parse()
+        on_backend!(self, l => l.set_recovering(account, on).await)
     }
 
     /// Marks the start of a pass.
     pub async fn start_run(&self, account: &str) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO accounts (name, last_run_at) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at",
-        )
-        .bind(account)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .context("Cannot write the ledger")?;
-        Ok(())
+        on_backend!(self, l => l.start_run(account).await)
     }
 
     /// Marks the end of a pass: `None` for success, or the error.
     pub async fn finish_run(&self, account: &str, error: Option<&str>) -> anyhow::Result<()> {
-        let q = match error {
-            None => sqlx::query(
-                "UPDATE accounts SET last_success_at = ?, last_error = NULL, consecutive_failures = 0 WHERE name = ?",
-            )
-            .bind(now()),
-            Some(e) => sqlx::query(
-                "UPDATE accounts SET last_error = ?, consecutive_failures = consecutive_failures + 1 WHERE name = ?",
-            )
-            .bind(e),
-        };
-        q.bind(account)
-            .execute(&self.pool)
-            .await
-            .context("Cannot write the ledger")?;
-        Ok(())
+        on_backend!(self, l => l.finish_run(account, error).await)
     }
 
     /// Records when the daemon will next run an account.
     pub async fn set_next_run(&self, account: &str, at: i64) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO accounts (name, next_run_at) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET next_run_at = excluded.next_run_at",
-        )
-        .bind(account)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .context("Cannot write the ledger")?;
-        Ok(())
+        on_backend!(self, l => l.set_next_run(account, at).await)
     }
 
     /// Figures for `status`, for the given accounts (in that order) plus any
     /// the ledger knows that are no longer configured.
     pub async fn status(&self, accounts: &[String]) -> anyhow::Result<Vec<AccountStatus>> {
-        let mut by_name: std::collections::BTreeMap<String, AccountStatus> = Default::default();
-        let rows = sqlx::query(
-            "SELECT account, state, COUNT(*) AS n FROM messages GROUP BY account, state",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("Cannot read the ledger")?;
-        for r in rows {
-            let name: String = r.try_get("account")?;
-            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
-            let s = by_name
-                .entry(name.clone())
-                .or_insert_with(|| AccountStatus {
-                    account: name,
-                    ..Default::default()
-                });
-            match r.try_get::<String, _>("state")?.parse()? {
-                State::Appended => s.copied += n,
-                State::Deleted => {
-                    s.copied += n;
-                    s.deleted += n;
-                }
-                State::Skipped => s.skipped += n,
-                State::Rejected => s.rejected += n,
-                State::Pending => s.pending += n,
-                State::Appending => s.unresolved += n,
-            }
-        }
-        let rows = sqlx::query(
-            "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at FROM accounts",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("Cannot read the ledger")?;
-        for r in rows {
-            let name: String = r.try_get("name")?;
-            let s = by_name
-                .entry(name.clone())
-                .or_insert_with(|| AccountStatus {
-                    account: name,
-                    ..Default::default()
-                });
-            s.last_run = r.try_get("last_run_at")?;
-            s.last_success = r.try_get("last_success_at")?;
-            s.last_error = r.try_get("last_error")?;
-            s.consecutive_failures =
-                u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
-            s.next_run = r.try_get("next_run_at")?;
-        }
-        let mut out = Vec::new();
-        for name in accounts {
-            out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
-                account: name.clone(),
-                ..Default::default()
-            }));
-        }
-        out.extend(by_name.into_values());
-        Ok(out)
+        on_backend!(self, l => l.status(accounts).await)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn ledger() -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let l = Ledger::open(&dir.path().join("sub/ledger.db"))
-            .await
-            .expect("open");
-        (dir, l)
-    }
-
-    fn intent(uidl: &str) -> Intent<'_> {
-        Intent {
-            uidl,
-            uidl_derived: false,
-            size: 10,
-            sha256: "ab",
-            message_id: Some("<a@b>"),
-            message_date: Some(1),
-            mailbox: "INBOX",
-        }
-    }
-
-    #[tokio::test]
-    async fn state_machine_and_status() {
-        let (_d, l) = ledger().await;
-        assert!(l.is_new());
-        l.start_run("acc").await.expect("run");
-        l.record_intent("acc", &intent("u1")).await.expect("intent");
-        l.record_intent("acc", &intent("u2")).await.expect("intent");
-        l.record_intent("acc", &intent("u3")).await.expect("intent");
-        l.record_appended("acc", "u1", Some(7), Some(1))
-            .await
-            .expect("appended");
-        assert_eq!(
-            l.record_failure("acc", "u2", "NO", true, 2)
-                .await
-                .expect("f"),
-            State::Pending
-        );
-        assert_eq!(
-            l.record_failure("acc", "u2", "NO again", true, 2)
-                .await
-                .expect("f"),
-            State::Rejected
-        );
-        l.record_skipped("acc", "u4", 99, "too large")
-            .await
-            .expect("skip");
-        l.record_deleted("acc", &["u1".into(), "u3".into()])
-            .await
-            .expect("deleted");
-        l.finish_run("acc", Some("boom")).await.expect("finish");
-        let rows = l.messages("acc").await.expect("rows");
-        assert_eq!(rows["u1"].state, State::Deleted);
-        // u3 was never appended: a DELE record must not touch it.
-        assert_eq!(rows["u3"].state, State::Appending);
-        assert_eq!(rows["u2"].last_error.as_deref(), Some("NO again"));
-        let st = l
-            .status(&["acc".into(), "other".into()])
-            .await
-            .expect("status");
-        assert_eq!(
-            (
-                st[0].copied,
-                st[0].deleted,
-                st[0].rejected,
-                st[0].skipped,
-                st[0].unresolved
-            ),
-            (1, 1, 1, 1, 1)
-        );
-        assert_eq!(st[0].last_error.as_deref(), Some("boom"));
-        assert_eq!(st[0].consecutive_failures, 1);
-        assert_eq!(st[1].account, "other");
-        l.finish_run("acc", None).await.expect("finish");
-        let st = l.status(&[]).await.expect("status");
-        assert_eq!(
-            (st[0].consecutive_failures, st[0].last_error.clone()),
-            (0, None)
-        );
-    }
-
-    #[tokio::test]
-    async fn batches_record_intents_and_results() {
-        let (_d, l) = ledger().await;
-        l.record_intents("acc", &[intent("a"), intent("b"), intent("c")])
-            .await
-            .expect("intents");
-        l.record_appended_many(
-            "acc",
-            &[("a".into(), Some(1), Some(10)), ("c".into(), None, None)],
-        )
-        .await
-        .expect("appended");
-        let rows = l.messages("acc").await.expect("rows");
-        assert_eq!(rows["a"].state, State::Appended);
-        assert_eq!(rows["b"].state, State::Appending);
-        assert_eq!(rows["c"].state, State::Appended);
-        l.record_intents("acc", &[]).await.expect("empty is fine");
-    }
-
-    #[tokio::test]
-    async fn recovery_flag_and_retr_failures() {
-        let (_d, l) = ledger().await;
-        assert!(!l.is_recovering("acc").await.expect("read"));
-        l.set_recovering("acc", true).await.expect("set");
-        assert!(l.is_recovering("acc").await.expect("read"));
-        l.set_recovering("acc", false).await.expect("clear");
-        assert!(!l.is_recovering("acc").await.expect("read"));
-        assert_eq!(
-            l.record_retr_failure("acc", "r", 5, "-ERR", 2)
-                .await
-                .expect("f"),
-            State::Pending
-        );
-        assert_eq!(
-            l.record_retr_failure("acc", "r", 5, "-ERR", 2)
-                .await
-                .expect("f"),
-            State::Rejected
-        );
-        // An unresolved APPEND keeps its intent whatever RETR says.
-        l.record_intent("acc", &intent("i")).await.expect("intent");
-        assert_eq!(
-            l.record_retr_failure("acc", "i", 5, "-ERR", 1)
-                .await
-                .expect("f"),
-            State::Appending
-        );
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_rows_and_is_not_new() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("l.db");
-        let l = Ledger::open(&path).await.expect("open");
-        l.record_intent("a", &intent("x")).await.expect("intent");
-        l.close().await;
-        let l = Ledger::open(&path).await.expect("reopen");
-        assert!(!l.is_new());
-        assert_eq!(l.messages("a").await.expect("rows").len(), 1);
-    }
-}
+#[path = "tests.rs"]
+mod tests;

@@ -1,8 +1,13 @@
 //! One pass over one account: list the POP3 mailbox, copy what the ledger
 //! has not seen into the IMAP mailbox, then delete what the policy allows.
 //!
-//! This is where the guarantees of DESIGN.md are kept, so the order of
-//! operations matters and is spelled out in [`run`]:
+//! This is where the guarantees of DESIGN.md are kept. The decisions (what
+//! is new, what must be looked up first, what may be deleted, when a
+//! recovery is over) are pure functions in [`plan`], tested with tables of
+//! cases; the stages that carry them out are small modules, in the order
+//! [`pass`] runs them: [`listing`], [`fetch`] and [`append`] (joined by a
+//! bounded queue, with [`settle`] for messages that may already be in the
+//! target), then [`delete`]. [`dry`] is the dry run. The rules they keep:
 //! - the ledger records the intent (durably) before an APPEND is sent, and
 //!   the result (durably) after the server's OK;
 //! - an intent found unresolved is settled by looking in the target mailbox
@@ -14,12 +19,21 @@
 //!
 //! The daemon and `popferry sync` both call [`run_once`].
 
+mod append;
+mod delete;
+mod dry;
+mod failure;
+mod fetch;
 pub mod headers;
-mod run;
+mod listing;
+mod outcome;
+mod pass;
+pub mod plan;
+mod settle;
 
 use std::time::Duration;
 
-pub use run::run_once;
+pub use pass::run_once;
 
 /// How a pass should behave.
 #[derive(Clone)]
@@ -80,7 +94,8 @@ pub struct Report {
     pub skipped: u64,
     /// Messages rejected for good in this pass.
     pub rejected: u64,
-    /// Messages the target refused in this pass that will be retried.
+    /// Messages refused in this pass (by the target's APPEND or the POP3
+    /// server's RETR) that will be retried.
     pub failed: u64,
     /// Messages deleted from the POP3 server in this pass.
     pub deleted: u64,

@@ -18,6 +18,7 @@ pub mod corpus;
 pub mod fake_imap;
 pub mod fake_pop3;
 pub mod imap;
+pub mod ledger;
 pub mod pop3;
 pub mod proxy;
 

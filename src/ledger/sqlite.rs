@@ -1,0 +1,485 @@
+//! The SQLite backend of the ledger: the only SQL in the program.
+//!
+//! Every state change is its own committed transaction (or one transaction
+//! for a batch of them, where a call takes a slice) with
+//! `synchronous = FULL` in WAL mode, so a call that returned is on disk.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{AccountStatus, AppendOk, Attempt, Intent, MessageRow, State, now};
+
+/// The ledger in a SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteLedger {
+    pool: SqlitePool,
+}
+
+impl SqliteLedger {
+    /// Opens (creating it and its folders if missing) and migrates the ledger.
+    pub async fn open(path: &Path) -> anyhow::Result<SqliteLedger> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("Cannot create the ledger folder {}", dir.display()))?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("Cannot open the ledger {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .with_context(|| format!("Cannot migrate the ledger {}", path.display()))?;
+        Ok(SqliteLedger { pool })
+    }
+
+    /// Checks that the ledger answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("The ledger does not answer")?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Every row of one account, by UIDL.
+    pub async fn messages(&self, account: &str) -> anyhow::Result<HashMap<String, MessageRow>> {
+        let rows = sqlx::query(
+            "SELECT uidl, uidl_derived, state, size, sha256, message_id, message_date, attempts, last_error, appended_at
+             FROM messages WHERE account = ?",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let row = MessageRow {
+                uidl: r.try_get("uidl")?,
+                uidl_derived: r.try_get::<i64, _>("uidl_derived")? != 0,
+                state: r.try_get::<String, _>("state")?.parse()?,
+                size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
+                sha256: r.try_get("sha256")?,
+                message_id: r.try_get("message_id")?,
+                message_date: r.try_get("message_date")?,
+                attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                last_error: r.try_get("last_error")?,
+                appended_at: r.try_get("appended_at")?,
+            };
+            out.insert(row.uidl.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// Records the intent to append, durably, before the APPEND is sent.
+    pub async fn record_intent(&self, account: &str, i: &Intent<'_>) -> anyhow::Result<()> {
+        self.record_intents(account, std::slice::from_ref(i)).await
+    }
+
+    /// Records the intents of several messages in one transaction (one
+    /// fsync), before any of their APPENDs is sent.
+    pub async fn record_intents(
+        &self,
+        account: &str,
+        intents: &[Intent<'_>],
+    ) -> anyhow::Result<()> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for i in intents {
+            sqlx::query(
+                "INSERT INTO messages (account, uidl, uidl_derived, state, size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (account, uidl) DO UPDATE SET
+                   state = 'appending', size = excluded.size, sha256 = excluded.sha256,
+                   message_id = excluded.message_id, message_date = excluded.message_date,
+                   mailbox = excluded.mailbox, updated_at = excluded.updated_at",
+            )
+            .bind(account)
+            .bind(i.uidl)
+            .bind(i.uidl_derived)
+            .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
+            .bind(i.sha256)
+            .bind(i.message_id)
+            .bind(i.message_date)
+            .bind(i.mailbox)
+            .bind(t)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot record the intent to append in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot record the intent to append in the ledger")?;
+        Ok(())
+    }
+
+    /// Records the server's OK for several APPENDs in one transaction.
+    pub async fn record_appended_many(
+        &self,
+        account: &str,
+        done: &[AppendOk],
+    ) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for AppendOk {
+            uidl,
+            uidvalidity,
+            uid,
+        } in done
+        {
+            sqlx::query(
+                "UPDATE messages SET state = 'appended', uidvalidity = ?, uid = ?, appended_at = ?,
+                   last_error = NULL, updated_at = ?
+                 WHERE account = ? AND uidl = ?",
+            )
+            .bind(uidvalidity.map(i64::from))
+            .bind(uid.map(i64::from))
+            .bind(t)
+            .bind(t)
+            .bind(account)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot record an APPEND in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot record an APPEND in the ledger")?;
+        Ok(())
+    }
+
+    /// The target UIDs the ledger already gives to messages of `account` in
+    /// `mailbox` (under `uidvalidity` when both are known): a lookup must
+    /// not settle another message with one of them.
+    pub async fn claimed_uids(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+    ) -> anyhow::Result<std::collections::HashSet<u32>> {
+        let rows = sqlx::query(
+            "SELECT uid FROM messages
+             WHERE account = ?1 AND mailbox = ?2 AND uid IS NOT NULL
+               AND state IN ('appended', 'deleted')
+               AND (uidvalidity IS NULL OR ?3 IS NULL OR uidvalidity = ?3)",
+        )
+        .bind(account)
+        .bind(mailbox)
+        .bind(uidvalidity.map(i64::from))
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        let mut out = std::collections::HashSet::with_capacity(rows.len());
+        for r in rows {
+            if let Ok(uid) = u32::try_from(r.try_get::<i64, _>("uid")?) {
+                out.insert(uid);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the server's OK for an APPEND (or a copy found in the target).
+    pub async fn record_appended(
+        &self,
+        account: &str,
+        uidl: &str,
+        uidvalidity: Option<u32>,
+        uid: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let ok = AppendOk {
+            uidl: uidl.to_owned(),
+            uidvalidity,
+            uid,
+        };
+        self.record_appended_many(account, std::slice::from_ref(&ok))
+            .await
+    }
+
+    /// Records that an APPEND did not happen (the server refused it, or the
+    /// connection failed before the message was sent). An attempt that
+    /// [`Attempt::Counts`] counts towards the limit; once `max_attempts` are
+    /// used up the message is `rejected`. Returns the new state.
+    pub async fn record_failure(
+        &self,
+        account: &str,
+        uidl: &str,
+        error: &str,
+        attempt: Attempt,
+        max_attempts: u32,
+    ) -> anyhow::Result<State> {
+        let t = now();
+        let counts = attempt == Attempt::Counts;
+        let row = sqlx::query(
+            "UPDATE messages SET
+               attempts = attempts + ?,
+               state = CASE WHEN attempts + ? >= ? THEN 'rejected' ELSE 'pending' END,
+               last_error = ?, updated_at = ?
+             WHERE account = ? AND uidl = ?
+             RETURNING state",
+        )
+        .bind(i64::from(counts))
+        .bind(i64::from(counts))
+        .bind(i64::from(max_attempts))
+        .bind(error)
+        .bind(t)
+        .bind(account)
+        .bind(uidl)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot record a failed APPEND in the ledger")?;
+        match row {
+            Some(r) => r.try_get::<String, _>("state")?.parse(),
+            None => anyhow::bail!("No ledger row for {uidl} of {account}"),
+        }
+    }
+
+    /// Records a message skipped for its size (left on the server).
+    pub async fn record_skipped(
+        &self,
+        account: &str,
+        uidl: &str,
+        size: u64,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO messages (account, uidl, state, size, last_error, first_seen_at, updated_at)
+             VALUES (?, ?, 'skipped', ?, ?, ?, ?)
+             ON CONFLICT (account, uidl) DO UPDATE SET state = 'skipped', size = excluded.size,
+               last_error = excluded.last_error, updated_at = excluded.updated_at",
+        )
+        .bind(account)
+        .bind(uidl)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(reason)
+        .bind(t)
+        .bind(t)
+        .execute(&self.pool)
+        .await
+        .context("Cannot record a skipped message in the ledger")?;
+        Ok(())
+    }
+
+    /// Records that QUIT committed the DELE of these messages.
+    pub async fn record_deleted(&self, account: &str, uidls: &[String]) -> anyhow::Result<()> {
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for uidl in uidls {
+            sqlx::query(
+                "UPDATE messages SET state = 'deleted', deleted_at = ?, updated_at = ?
+                 WHERE account = ? AND uidl = ? AND state = 'appended'",
+            )
+            .bind(t)
+            .bind(t)
+            .bind(account)
+            .bind(uidl)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot record deletions in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot record deletions in the ledger")?;
+        Ok(())
+    }
+
+    /// Whether the account is recovering from a lost ledger (see
+    /// migrations/0002_recovering.sql).
+    pub async fn is_recovering(&self, account: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT recovering FROM accounts WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the ledger")?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("recovering")? != 0,
+            None => false,
+        })
+    }
+
+    /// Starts or ends recovery for an account, durably.
+    pub async fn set_recovering(&self, account: &str, on: bool) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, recovering) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET recovering = excluded.recovering",
+        )
+        .bind(account)
+        .bind(on)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Records that RETR of a message failed (the server answered -ERR):
+    /// counted like a refused APPEND, so that the message is retried on
+    /// later runs and rejected after `max_attempts`. Returns the new state.
+    pub async fn record_retr_failure(
+        &self,
+        account: &str,
+        uidl: &str,
+        size: u64,
+        error: &str,
+        max_attempts: u32,
+    ) -> anyhow::Result<State> {
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO messages (account, uidl, state, size, attempts, last_error, first_seen_at, updated_at)
+             VALUES (?1, ?2, CASE WHEN 1 >= ?3 THEN 'rejected' ELSE 'pending' END, ?4, 1, ?5, ?6, ?6)
+             ON CONFLICT (account, uidl) DO UPDATE SET
+               attempts = messages.attempts + 1,
+               state = CASE
+                 WHEN messages.state = 'appending' THEN 'appending'
+                 WHEN messages.attempts + 1 >= ?3 THEN 'rejected'
+                 ELSE 'pending' END,
+               last_error = excluded.last_error, updated_at = excluded.updated_at
+             RETURNING state",
+        )
+        .bind(account)
+        .bind(uidl)
+        .bind(i64::from(max_attempts))
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(error)
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot record a failed RETR in the ledger")?;
+        row.try_get::<String, _>("state")?.parse()
+    }
+
+    /// Marks the start of a pass.
+    pub async fn start_run(&self, account: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, last_run_at) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at",
+        )
+        .bind(account)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Marks the end of a pass: `None` for success, or the error.
+    pub async fn finish_run(&self, account: &str, error: Option<&str>) -> anyhow::Result<()> {
+        let q = match error {
+            None => sqlx::query(
+                "UPDATE accounts SET last_success_at = ?, last_error = NULL, consecutive_failures = 0 WHERE name = ?",
+            )
+            .bind(now()),
+            Some(e) => sqlx::query(
+                "UPDATE accounts SET last_error = ?, consecutive_failures = consecutive_failures + 1 WHERE name = ?",
+            )
+            .bind(e),
+        };
+        q.bind(account)
+            .execute(&self.pool)
+            .await
+            .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Records when the daemon will next run an account.
+    pub async fn set_next_run(&self, account: &str, at: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, next_run_at) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET next_run_at = excluded.next_run_at",
+        )
+        .bind(account)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Figures for `status`, for the given accounts (in that order) plus any
+    /// the ledger knows that are no longer configured.
+    pub async fn status(&self, accounts: &[String]) -> anyhow::Result<Vec<AccountStatus>> {
+        let mut by_name: std::collections::BTreeMap<String, AccountStatus> = Default::default();
+        let rows = sqlx::query(
+            "SELECT account, state, COUNT(*) AS n FROM messages GROUP BY account, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("account")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            match r.try_get::<String, _>("state")?.parse()? {
+                State::Appended => s.copied += n,
+                State::Deleted => {
+                    s.copied += n;
+                    s.deleted += n;
+                }
+                State::Skipped => s.skipped += n,
+                State::Rejected => s.rejected += n,
+                State::Pending => s.pending += n,
+                State::Appending => s.unresolved += n,
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at FROM accounts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            s.last_run = r.try_get("last_run_at")?;
+            s.last_success = r.try_get("last_success_at")?;
+            s.last_error = r.try_get("last_error")?;
+            s.consecutive_failures =
+                u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
+            s.next_run = r.try_get("next_run_at")?;
+        }
+        let mut out = Vec::new();
+        for name in accounts {
+            out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
+                account: name.clone(),
+                ..Default::default()
+            }));
+        }
+        out.extend(by_name.into_values());
+        Ok(out)
+    }
+}

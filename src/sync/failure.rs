@@ -1,0 +1,99 @@
+//! Why a pass stopped, in words that name the account's server and user,
+//! and whether trying again later may help.
+
+use std::time::Duration;
+
+use super::FailureKind;
+use crate::config::{Account, ServerSettings};
+use crate::imap::ImapError;
+use crate::pop3::Pop3Error;
+
+/// Why a pass stopped early.
+pub(super) struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+/// "what (user u): error", naming the server unless the error already does.
+pub(super) fn describe(
+    side: &str,
+    s: &ServerSettings,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) -> String {
+    let text = e.to_string();
+    let endpoint = s.endpoint.to_string();
+    if text.contains(side) && text.contains(&endpoint) {
+        format!("{what} (user {}): {text}", s.username)
+    } else {
+        format!(
+            "{side} server {endpoint} (user {}): {what}: {text}",
+            s.username
+        )
+    }
+}
+
+/// How long a POP3 server asks us to stay away after [LOGIN-DELAY] when it
+/// did not announce the delay (RFC 2449 suggests values around 15 minutes).
+const DEFAULT_LOGIN_DELAY: Duration = Duration::from_secs(900);
+
+pub(super) fn pop_failure(account: &Account, what: &str, e: Pop3Error) -> Failure {
+    let kind = if e.is_transient() {
+        FailureKind::Transient
+    } else {
+        FailureKind::Permanent
+    };
+    let retry_after = matches!(e, Pop3Error::LoginDelay { .. }).then_some(DEFAULT_LOGIN_DELAY);
+    Failure {
+        kind,
+        message: describe("POP3", &account.source, what, &e),
+        retry_after,
+    }
+}
+
+pub(super) fn imap_failure(account: &Account, what: &str, e: ImapError) -> Failure {
+    let kind = if e.is_transient() {
+        FailureKind::Transient
+    } else {
+        FailureKind::Permanent
+    };
+    let hint = if matches!(e, ImapError::Auth { .. }) {
+        " (check the username and password in [accounts.target])"
+    } else {
+        ""
+    };
+    Failure {
+        message: format!(
+            "{}{hint}",
+            describe("IMAP", &account.target.server, what, &e)
+        ),
+        kind,
+        retry_after: None,
+    }
+}
+
+pub(super) fn ledger_failure(e: anyhow::Error) -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        message: format!("ledger: {e:#}"),
+        retry_after: None,
+    }
+}
+
+pub(super) fn spool_failure(e: std::io::Error) -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        message: format!("cannot spool a message to a temporary file: {e}"),
+        retry_after: None,
+    }
+}
+
+/// The IMAP session is gone (a stage needed it and it was not there).
+pub(super) fn session_lost() -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        message: "IMAP session lost".into(),
+        retry_after: None,
+    }
+}

@@ -1,0 +1,348 @@
+//! One pass over one account: the order of the stages. Each POP3 session
+//! lists the mailbox, plans ([`super::plan`]), skips what is too large,
+//! fetches and appends at once (two stages joined by a bounded queue),
+//! then deletes and quits. With a delete policy a pass is several sessions,
+//! one per batch, so that DELEs are committed as it goes.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::append::Appender;
+use super::failure::{Failure, ledger_failure, pop_failure, session_lost};
+use super::fetch::{self, Bounds, Produced};
+use super::headers::HeaderFacts;
+use super::plan::{self, Listed};
+use super::settle::{self, TargetState};
+use super::{FailureKind, Options, Progress, Report, delete, dry, listing, outcome};
+use crate::config::Account;
+use crate::imap;
+use crate::ledger::{Intent, Ledger};
+use crate::pop3;
+use crate::spool::SpooledMessage;
+
+/// A LOGIN-DELAY up to this long is waited out between two batches of a
+/// pass; a longer one ends the pass (the next one goes on).
+const MAX_LOGIN_DELAY_WAIT: Duration = Duration::from_secs(60);
+
+/// What every stage of a (non-dry) pass reads.
+pub(super) struct Ctx<'a> {
+    pub account: &'a Account,
+    pub ledger: &'a Ledger,
+    pub opts: &'a Options,
+    pub progress: &'a dyn Progress,
+}
+
+/// The intent row for a message about to be appended.
+pub(super) fn intent<'x>(
+    m: &'x Listed,
+    msg: &SpooledMessage,
+    facts: &'x HeaderFacts,
+    sha: &'x str,
+    mailbox: &'x str,
+) -> Intent<'x> {
+    Intent {
+        uidl: &m.uidl,
+        uidl_derived: m.derived,
+        size: msg.len(),
+        sha256: sha,
+        message_id: facts.message_id.as_deref(),
+        message_date: facts.arrival().map(|d| d.to_timestamp()),
+        mailbox,
+    }
+}
+
+/// The server's LOGIN-DELAY (RFC 2449), if it announced one.
+pub(super) fn login_delay(pop: &pop3::Session) -> Option<Duration> {
+    pop.capabilities()
+        .args("LOGIN-DELAY")
+        .first()
+        .and_then(|a| a.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Runs one pass for one account and reports what it did. Never panics on
+/// server input and never returns early without a report: errors are in
+/// [`Report::error`]. `ledger` may be `None` only for a dry run (which then
+/// reads nothing from it; it never writes).
+pub async fn run_once(
+    account: &Account,
+    ledger: Option<&Ledger>,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Report {
+    let started = Instant::now();
+    let mut report = Report {
+        account: account.name.clone(),
+        ..Report::default()
+    };
+    let span = info_span!("sync", account = %account.name);
+    async {
+        match ledger {
+            _ if opts.dry_run => {
+                if let Err(f) = dry::run(account, ledger, &mut report).await {
+                    fail(&mut report, account, f);
+                }
+            }
+            Some(ledger) => {
+                let cx = Ctx {
+                    account,
+                    ledger,
+                    opts,
+                    progress,
+                };
+                sync(&cx, &mut report).await;
+            }
+            None => fail(
+                &mut report,
+                account,
+                Failure {
+                    kind: FailureKind::Permanent,
+                    message: "no ledger to record the copies in".into(),
+                    retry_after: None,
+                },
+            ),
+        }
+    }
+    .instrument(span)
+    .await;
+    report.duration = started.elapsed();
+    log_report(&report, opts.dry_run);
+    report
+}
+
+/// Puts a pass's failure in its report.
+fn fail(report: &mut Report, account: &Account, f: Failure) {
+    report.error = Some(format!("account {:?}: {}", account.name, f.message));
+    report.error_kind = Some(f.kind);
+    report.retry_after = f.retry_after.or(report.retry_after);
+}
+
+/// A pass that copies, with its start and end recorded in the ledger.
+async fn sync(cx: &Ctx<'_>, report: &mut Report) {
+    let acc = cx.account;
+    if let Err(e) = cx.ledger.start_run(&acc.name).await {
+        let message = format!("{e:#}");
+        let kind = FailureKind::Transient;
+        let retry_after = None;
+        return fail(
+            report,
+            acc,
+            Failure {
+                kind,
+                message,
+                retry_after,
+            },
+        );
+    }
+    let mut pass = Pass {
+        cx,
+        target: None,
+        recovering: false,
+        attempted: HashSet::new(),
+        login_delay: None,
+        went_through_all: true,
+        report,
+    };
+    let result = pass.run().await;
+    if let Some((session, _)) = pass.target.take() {
+        let _ = session.logout().await;
+    }
+    let report = pass.report;
+    if let Err(f) = result {
+        fail(report, acc, f);
+    }
+    // An interrupted pass leaves last success and the failure count alone.
+    if !(report.interrupted && report.error.is_none()) {
+        let err = report
+            .error
+            .clone()
+            .or_else(|| (!report.problems.is_empty()).then(|| report.problems.join("; ")));
+        if let Err(e) = cx.ledger.finish_run(&acc.name, err.as_deref()).await {
+            warn!("Cannot record the end of the run: {e:#}");
+        }
+    }
+}
+
+fn log_report(r: &Report, dry_run: bool) {
+    if dry_run {
+        info!(account = %r.account, would_copy = r.would_copy, would_copy_bytes = r.would_copy_bytes,
+            would_delete = r.would_delete, "Dry run finished");
+    } else if r.interrupted && r.error.is_none() {
+        info!(account = %r.account, copied = r.copied, skipped = r.skipped, rejected = r.rejected,
+            failed = r.failed, deleted = r.deleted, bytes = r.bytes,
+            seconds = r.duration.as_secs_f64(), "Sync interrupted by shutdown");
+    } else if let Some(e) = &r.error {
+        tracing::error!(account = %r.account, copied = r.copied, skipped = r.skipped,
+            rejected = r.rejected, deleted = r.deleted, bytes = r.bytes,
+            seconds = r.duration.as_secs_f64(), "Sync failed: {e}");
+    } else {
+        info!(account = %r.account, copied = r.copied, skipped = r.skipped, rejected = r.rejected,
+            failed = r.failed, deleted = r.deleted, bytes = r.bytes,
+            seconds = r.duration.as_secs_f64(), "Sync finished");
+    }
+}
+
+struct Pass<'p, 'a> {
+    cx: &'p Ctx<'a>,
+    /// The IMAP session, connected on first use.
+    target: Option<(imap::Session, TargetState)>,
+    /// A lost ledger is being recovered: look in the target before every
+    /// APPEND.
+    recovering: bool,
+    /// UIDLs handed to an earlier session of this pass: a later session
+    /// (delete batches) does not try a refused message again at once.
+    attempted: HashSet<String>,
+    /// The POP3 server's LOGIN-DELAY, if it announced one.
+    login_delay: Option<Duration>,
+    /// False once the pass stopped before going through the whole mailbox.
+    went_through_all: bool,
+    report: &'p mut Report,
+}
+
+impl Pass<'_, '_> {
+    async fn run(&mut self) -> Result<(), Failure> {
+        let name = &self.cx.account.name;
+        self.recovering = self
+            .cx
+            .ledger
+            .is_recovering(name)
+            .await
+            .map_err(ledger_failure)?;
+        // One POP3 session, or several when a delete policy asks for DELEs
+        // to be committed in batches.
+        while self.session().await? {}
+        if self.recovering
+            && plan::recovery_complete(self.went_through_all, self.report.interrupted)
+        {
+            self.cx
+                .ledger
+                .set_recovering(&self.cx.account.name, false)
+                .await
+                .map_err(ledger_failure)?;
+            info!("Recovery finished: the ledger again knows every message of this account");
+        }
+        Ok(())
+    }
+
+    /// One POP3 session. Returns true when another session is needed.
+    async fn session(&mut self) -> Result<bool, Failure> {
+        let cx = self.cx;
+        let acc = cx.account;
+        let mut pop = pop3::connect(&acc.source)
+            .await
+            .map_err(|e| pop_failure(acc, "cannot log in", e))?;
+        if let Some(delay) = login_delay(&pop) {
+            self.login_delay = Some(delay);
+            self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
+        }
+        let listing = listing::list(acc, &mut pop).await?;
+        let rows = cx
+            .ledger
+            .messages(&acc.name)
+            .await
+            .map_err(ledger_failure)?;
+        if !self.recovering && plan::starts_recovery(&rows, &listing) {
+            // Durably, before anything is appended: a recovery cut short
+            // must go on recovering.
+            cx.ledger
+                .set_recovering(&acc.name, true)
+                .await
+                .map_err(ledger_failure)?;
+            self.recovering = true;
+        }
+        let gone = plan::gone(&listing, &rows, &acc.policy.delete);
+        if !gone.is_empty() {
+            cx.ledger
+                .record_deleted(&acc.name, &gone)
+                .await
+                .map_err(ledger_failure)?;
+        }
+
+        let plan = plan::session(&plan::Inputs {
+            listing: &listing,
+            rows: &rows,
+            policy: &acc.policy,
+            attempted: &self.attempted,
+            delete_batch: cx.opts.delete_batch,
+        });
+        debug!(
+            listed = listing.len(),
+            new = plan.todo,
+            "Listed the POP3 mailbox"
+        );
+        cx.progress.listed(&acc.name, plan.todo, plan.todo_bytes);
+        for f in &plan.skip {
+            outcome::skip(cx, self.report, f.listed, f.listed.size, f.was_skipped()).await?;
+            cx.progress.advanced(&acc.name, f.listed.size);
+        }
+        self.attempted
+            .extend(plan.fetch.iter().map(|f| f.listed.uidl.clone()));
+        if plan.fetch.is_empty() {
+            delete::delete_and_quit(cx, self.report, pop, &listing).await?;
+            return Ok(plan.more);
+        }
+
+        // The POP3 side reads (RETR, pipelined where offered) while the IMAP
+        // side appends (LITERAL+ where offered); a bounded queue joins them.
+        if self.target.is_none() {
+            self.target = Some(settle::connect(acc, self.recovering).await?);
+        }
+        let Some((session, target)) = self.target.as_mut() else {
+            return Err(session_lost());
+        };
+        let numbers: Vec<u32> = plan.fetch.iter().map(|f| f.listed.number).collect();
+        let (tx, rx) = mpsc::channel(fetch::QUEUE);
+        let bounds = Bounds::new();
+        let threshold = cx.opts.spool_threshold;
+        let mut appender = Appender::new(cx, self.report, &plan.fetch, self.recovering, target);
+        let (produced, consumed) = tokio::join!(
+            fetch::produce(&mut pop, acc, &numbers, threshold, tx, &bounds),
+            appender.run(session, rx)
+        );
+        consumed?;
+        if produced? == Produced::SessionLost {
+            // The POP3 session is out of step (a message that never ended):
+            // no DELE, no QUIT; the next session goes on (unless stopping).
+            return Ok(!self.report.interrupted);
+        }
+        let interrupted = self.report.interrupted;
+        delete::delete_and_quit(cx, self.report, pop, &listing).await?;
+        if !plan.more || interrupted {
+            return Ok(false);
+        }
+        self.wait_login_delay().await
+    }
+
+    /// Another batch means another login: LOGIN-DELAY is waited out, or,
+    /// when longer than [`MAX_LOGIN_DELAY_WAIT`], ends the pass. Returns
+    /// whether the pass goes on.
+    async fn wait_login_delay(&mut self) -> Result<bool, Failure> {
+        let Some(delay) = self.login_delay.filter(|d| !d.is_zero()) else {
+            return Ok(true);
+        };
+        if delay > MAX_LOGIN_DELAY_WAIT {
+            info!(
+                login_delay = delay.as_secs(),
+                "The POP3 server's LOGIN-DELAY stops this pass after a batch; the next pass goes on"
+            );
+            self.went_through_all = false;
+            return Ok(false);
+        }
+        let cancelled = async {
+            match &self.cx.opts.cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(true),
+            _ = cancelled => {
+                self.report.interrupted = true;
+                Ok(false)
+            }
+        }
+    }
+}

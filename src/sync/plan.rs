@@ -1,0 +1,303 @@
+//! What a pass decides, apart from doing it: given the POP3 listing, the
+//! ledger's rows and the policy, which messages to copy, which to look up in
+//! the target first, which to skip, which may be deleted, and when a
+//! recovery is over.
+//!
+//! Why a module of its own: these decisions are where mail is lost or
+//! duplicated when they are wrong, and here they can be tested with tables
+//! of cases, without a server. Nothing in this file does I/O or is async;
+//! the stages around it ([`super::pass`] and its neighbours) carry the plan
+//! out. `verify` is to reuse the same functions, so it cannot drift from
+//! `sync`.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{DeletePolicy, Policy};
+use crate::ledger::{MessageRow, State};
+use crate::spool::hex;
+
+/// One entry of the POP3 listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The message number in this POP3 session.
+    pub number: u32,
+    /// The server's UIDL, or one derived from the header section.
+    pub uidl: String,
+    /// The UIDL was derived (the server has no UIDL).
+    pub derived: bool,
+    /// The size LIST announced (a server may lie about it).
+    pub size: u64,
+}
+
+/// A UIDL the server listed for more than one message: only the first is
+/// copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub number: u32,
+    pub uidl: String,
+}
+
+/// Joins LIST and UIDL into one listing, in the server's UIDL order. A
+/// message missing from LIST has size 0; a UIDL listed twice is kept once
+/// (the first) and returned apart.
+pub fn listing(
+    sizes: &HashMap<u32, u64>,
+    uidls: Vec<(u32, String)>,
+    derived: bool,
+) -> (Vec<Listed>, Vec<Duplicate>) {
+    let mut seen = HashSet::with_capacity(uidls.len());
+    let mut out = Vec::with_capacity(uidls.len());
+    let mut twice = Vec::new();
+    for (number, uidl) in uidls {
+        if !seen.insert(uidl.clone()) {
+            twice.push(Duplicate { number, uidl });
+            continue;
+        }
+        out.push(Listed {
+            number,
+            size: sizes.get(&number).copied().unwrap_or(0),
+            uidl,
+            derived,
+        });
+    }
+    (out, twice)
+}
+
+/// The ID of a message on a server without UIDL: a digest of its header
+/// section, stable across sessions.
+pub fn derived_uidl(header: &[u8]) -> String {
+    format!("hdr-{}", hex(&Sha256::digest(header)))
+}
+
+/// The header section of `head` (the first bytes of a message): up to and
+/// including the first empty line, or all of it when there is none.
+pub fn header_section(head: &[u8]) -> &[u8] {
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(head.len());
+    head.get(..end).unwrap_or(head)
+}
+
+/// May the message of this `appended` row be deleted from the POP3 server
+/// now (`now` in seconds since the epoch)? An age counts from the message's
+/// arrival (its `message_date`), else from when it was copied.
+pub fn may_delete(policy: &DeletePolicy, row: &MessageRow, now: i64) -> bool {
+    match policy {
+        DeletePolicy::Never => false,
+        DeletePolicy::AfterSync => true,
+        DeletePolicy::OlderThan(age) => {
+            let since = row.message_date.or(row.appended_at).unwrap_or(now);
+            let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+            now.saturating_sub(since) >= age
+        }
+    }
+}
+
+/// The listed messages to DELE: those whose row says `appended` (read back
+/// from the ledger) and that the policy lets go.
+pub fn deletable<'l>(
+    listing: &'l [Listed],
+    rows: &HashMap<String, MessageRow>,
+    policy: &DeletePolicy,
+    now: i64,
+) -> Vec<&'l Listed> {
+    listing
+        .iter()
+        .filter(|m| {
+            rows.get(&m.uidl)
+                .is_some_and(|r| r.state == State::Appended && may_delete(policy, r, now))
+        })
+        .collect()
+}
+
+/// Rows still `appended` whose UIDL the server no longer lists: a QUIT
+/// whose reply we never saw did commit, or someone else deleted them. They
+/// are recorded as deleted only under a delete policy (without one, popferry
+/// never deletes, so the message went some other way and the row stays).
+pub fn gone(
+    listing: &[Listed],
+    rows: &HashMap<String, MessageRow>,
+    policy: &DeletePolicy,
+) -> Vec<String> {
+    if *policy == DeletePolicy::Never {
+        return Vec::new();
+    }
+    let present: HashSet<&str> = listing.iter().map(|m| m.uidl.as_str()).collect();
+    let mut out: Vec<String> = rows
+        .values()
+        .filter(|r| r.state == State::Appended && !present.contains(r.uidl.as_str()))
+        .map(|r| r.uidl.clone())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Does a ledger that knows nothing of an account while its mailbox is not
+/// empty mean the ledger was lost? Then every message must be looked up in
+/// the target before it is appended, until a whole pass went through.
+pub fn starts_recovery(rows: &HashMap<String, MessageRow>, listing: &[Listed]) -> bool {
+    rows.is_empty() && !listing.is_empty()
+}
+
+/// A recovery ends only with a pass that went through the whole mailbox:
+/// not cut short by LOGIN-DELAY, not interrupted, and without a failure.
+pub fn recovery_complete(went_through_all: bool, interrupted: bool) -> bool {
+    went_through_all && !interrupted
+}
+
+/// What to do with one listed message in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Over `max_message_size` by its LIST size: recorded without being read.
+    Skip,
+    /// RETR it, then append it (after a lookup if [`Fetch::look_up`]).
+    Fetch,
+}
+
+/// A listed message the session handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch<'l> {
+    pub listed: &'l Listed,
+    /// Its state in the ledger, if it has a row.
+    pub known: Option<State>,
+    /// It must be looked up in the target before it is appended: its APPEND
+    /// may have landed (an intent without a result, or a message skipped
+    /// after such an intent, which still has a digest). While recovering,
+    /// every message is looked up as well (see [`must_look_up`]).
+    pub look_up: bool,
+}
+
+impl Fetch<'_> {
+    /// Was this message skipped already (so skipping it again is not news)?
+    pub fn was_skipped(&self) -> bool {
+        self.known == Some(State::Skipped)
+    }
+}
+
+/// Should a fetched message be looked up in the target before its APPEND?
+/// `target_messages` is how many the target mailbox held when the pass
+/// connected: while recovering, an empty target has nothing to find.
+pub fn must_look_up(f: &Fetch<'_>, recovering: bool, target_messages: u32) -> bool {
+    f.look_up || (recovering && target_messages > 0)
+}
+
+/// One session's plan.
+#[derive(Debug, Default)]
+pub struct SessionPlan<'l> {
+    /// Too large by LIST size: skip without reading.
+    pub skip: Vec<Fetch<'l>>,
+    /// RETR and append these, in this order.
+    pub fetch: Vec<Fetch<'l>>,
+    /// Messages and bytes still to handle in the whole pass (this session's
+    /// and later ones'), for the progress bar.
+    pub todo: u64,
+    pub todo_bytes: u64,
+    /// More messages wait for another session (delete batches).
+    pub more: bool,
+}
+
+/// What a session needs to plan.
+pub struct Inputs<'l, 'a> {
+    pub listing: &'l [Listed],
+    pub rows: &'a HashMap<String, MessageRow>,
+    pub policy: &'a Policy,
+    /// UIDLs handed to an earlier session of this pass: a refused message is
+    /// not tried twice in one pass.
+    pub attempted: &'a HashSet<String>,
+    /// With a delete policy, at most this many messages per session, so that
+    /// their DELEs are committed (at QUIT) before the next batch is read.
+    pub delete_batch: usize,
+}
+
+/// Is this listed message to be handled, given its ledger row?
+fn wanted(m: &Listed, row: Option<&MessageRow>, max: u64) -> bool {
+    match row {
+        None => true,
+        Some(r) => match r.state {
+            State::Appending | State::Pending => true,
+            // Looked at again if the limit grew past the size it was seen with.
+            State::Skipped => m.size <= max && r.size <= max,
+            State::Appended | State::Deleted | State::Rejected => false,
+        },
+    }
+}
+
+/// Plans one POP3 session.
+pub fn session<'l>(i: &Inputs<'l, '_>) -> SessionPlan<'l> {
+    let max = i.policy.max_message_size;
+    let mut plan = SessionPlan::default();
+    let batch = if i.policy.delete == DeletePolicy::Never {
+        usize::MAX
+    } else {
+        i.delete_batch.max(1)
+    };
+    let mut fetching = 0usize;
+    for m in i.listing.iter().filter(|m| !i.attempted.contains(&m.uidl)) {
+        let row = i.rows.get(&m.uidl);
+        if !wanted(m, row, max) {
+            continue;
+        }
+        plan.todo += 1;
+        plan.todo_bytes = plan.todo_bytes.saturating_add(m.size);
+        let f = Fetch {
+            listed: m,
+            known: row.map(|r| r.state),
+            look_up: row.is_some_and(|r| {
+                r.state == State::Appending || (r.state == State::Skipped && r.sha256.is_some())
+            }),
+        };
+        if m.size > max {
+            plan.skip.push(f);
+        } else if fetching < batch {
+            fetching += 1;
+            plan.fetch.push(f);
+        } else {
+            plan.more = true;
+        }
+    }
+    plan
+}
+
+/// What a dry run reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DryRun {
+    pub would_copy: u64,
+    pub would_copy_bytes: u64,
+    pub would_delete: u64,
+}
+
+/// What a pass would do, without doing it: what it would copy, and what it
+/// would delete (what is already copied and may go, and, with after-sync,
+/// what it would copy now).
+pub fn dry_run(
+    listing: &[Listed],
+    rows: &HashMap<String, MessageRow>,
+    policy: &Policy,
+    now: i64,
+) -> DryRun {
+    let max = policy.max_message_size;
+    let mut out = DryRun::default();
+    for m in listing {
+        let row = rows.get(&m.uidl);
+        if wanted(m, row, max) && m.size <= max {
+            out.would_copy += 1;
+            out.would_copy_bytes = out.would_copy_bytes.saturating_add(m.size);
+        }
+        let deletes = match row {
+            Some(r) if r.state == State::Appended => may_delete(&policy.delete, r, now),
+            Some(_) => false,
+            None => policy.delete == DeletePolicy::AfterSync && m.size <= max,
+        };
+        out.would_delete += u64::from(deletes);
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,396 @@
+//! Tables of cases for the plan: every ledger state of DESIGN.md, every
+//! delete policy, derived IDs, duplicates in the listing, recovery.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::*;
+use crate::config::{DeletePolicy, Policy};
+use crate::ledger::{MessageRow, State};
+
+const MAX: u64 = 1000;
+const NOW: i64 = 1_000_000;
+const DAY: i64 = 86_400;
+
+fn policy(delete: DeletePolicy) -> Policy {
+    Policy {
+        delete,
+        max_message_size: MAX,
+        max_attempts: 3,
+    }
+}
+
+fn listed(number: u32, uidl: &str, size: u64) -> Listed {
+    Listed {
+        number,
+        uidl: uidl.into(),
+        derived: false,
+        size,
+    }
+}
+
+fn row(uidl: &str, state: State, size: u64) -> MessageRow {
+    MessageRow {
+        uidl: uidl.into(),
+        uidl_derived: false,
+        state,
+        size,
+        sha256: None,
+        message_id: None,
+        message_date: None,
+        attempts: 0,
+        last_error: None,
+        appended_at: Some(NOW),
+    }
+}
+
+fn rows(list: Vec<MessageRow>) -> HashMap<String, MessageRow> {
+    list.into_iter().map(|r| (r.uidl.clone(), r)).collect()
+}
+
+fn plan_of<'l>(
+    listing: &'l [Listed],
+    rows: &HashMap<String, MessageRow>,
+    delete: DeletePolicy,
+    attempted: &HashSet<String>,
+    batch: usize,
+) -> (Vec<&'l str>, Vec<&'l str>, Vec<&'l str>, bool, u64) {
+    let p = policy(delete);
+    let plan = session(&Inputs {
+        listing,
+        rows,
+        policy: &p,
+        attempted,
+        delete_batch: batch,
+    });
+    let uidls = |v: &[Fetch<'l>]| v.iter().map(|f| f.listed.uidl.as_str()).collect::<Vec<_>>();
+    let looked: Vec<&str> = plan
+        .fetch
+        .iter()
+        .filter(|f| f.look_up)
+        .map(|f| f.listed.uidl.as_str())
+        .collect();
+    (
+        uidls(&plan.fetch),
+        uidls(&plan.skip),
+        looked,
+        plan.more,
+        plan.todo,
+    )
+}
+
+/// One message with a row in `state` (or none), listed at `size`: is it
+/// fetched, skipped, looked up first?
+#[test]
+fn each_ledger_state_decides_what_a_listed_message_needs() {
+    struct Case {
+        what: &'static str,
+        state: Option<State>,
+        row_size: u64,
+        sha: bool,
+        listed_size: u64,
+        fetch: bool,
+        skip: bool,
+        look_up: bool,
+    }
+    #[rustfmt::skip]
+    let cases = [
+        Case { what: "new", state: None, row_size: 0, sha: false, listed_size: 10, fetch: true, skip: false, look_up: false },
+        Case { what: "new, over the limit", state: None, row_size: 0, sha: false, listed_size: MAX + 1, fetch: false, skip: true, look_up: false },
+        Case { what: "new, exactly the limit", state: None, row_size: 0, sha: false, listed_size: MAX, fetch: true, skip: false, look_up: false },
+        Case { what: "appending: outcome unknown", state: Some(State::Appending), row_size: 10, sha: true, listed_size: 10, fetch: true, skip: false, look_up: true },
+        Case { what: "appending, now over the limit", state: Some(State::Appending), row_size: 10, sha: true, listed_size: MAX + 1, fetch: false, skip: true, look_up: true },
+        Case { what: "pending: retried", state: Some(State::Pending), row_size: 10, sha: true, listed_size: 10, fetch: true, skip: false, look_up: false },
+        Case { what: "appended", state: Some(State::Appended), row_size: 10, sha: true, listed_size: 10, fetch: false, skip: false, look_up: false },
+        Case { what: "deleted (still listed)", state: Some(State::Deleted), row_size: 10, sha: true, listed_size: 10, fetch: false, skip: false, look_up: false },
+        Case { what: "rejected", state: Some(State::Rejected), row_size: 10, sha: true, listed_size: 10, fetch: false, skip: false, look_up: false },
+        Case { what: "skipped, still too large", state: Some(State::Skipped), row_size: MAX + 1, sha: false, listed_size: MAX + 1, fetch: false, skip: false, look_up: false },
+        Case { what: "skipped, the limit grew", state: Some(State::Skipped), row_size: 500, sha: false, listed_size: 500, fetch: true, skip: false, look_up: false },
+        Case { what: "skipped after an intent (has a digest)", state: Some(State::Skipped), row_size: 500, sha: true, listed_size: 500, fetch: true, skip: false, look_up: true },
+        Case { what: "skipped when its LIST lied, LIST now small", state: Some(State::Skipped), row_size: MAX + 1, sha: false, listed_size: 10, fetch: false, skip: false, look_up: false },
+    ];
+    for c in cases {
+        let listing = vec![listed(1, "u", c.listed_size)];
+        let rs = match c.state {
+            None => HashMap::new(),
+            Some(s) => {
+                let mut r = row("u", s, c.row_size);
+                r.sha256 = c.sha.then(|| "ab".into());
+                rows(vec![r])
+            }
+        };
+        let (fetch, skip, looked, more, todo) =
+            plan_of(&listing, &rs, DeletePolicy::Never, &HashSet::new(), 500);
+        assert_eq!(!fetch.is_empty(), c.fetch, "{}: fetch", c.what);
+        assert_eq!(!skip.is_empty(), c.skip, "{}: skip", c.what);
+        let p = policy(DeletePolicy::Never);
+        let plan = session(&Inputs {
+            listing: &listing,
+            rows: &rs,
+            policy: &p,
+            attempted: &HashSet::new(),
+            delete_batch: 500,
+        });
+        let all_looked = plan.fetch.iter().chain(&plan.skip).any(|f| f.look_up);
+        assert_eq!(all_looked, c.look_up, "{}: look up", c.what);
+        assert_eq!(looked.is_empty(), !(c.look_up && c.fetch), "{}", c.what);
+        assert!(!more, "{}", c.what);
+        assert_eq!(todo, u64::from(c.fetch || c.skip), "{}: todo", c.what);
+    }
+}
+
+#[test]
+fn a_message_skipped_before_is_not_news_when_skipped_again() {
+    let listing = vec![listed(1, "s", 10)];
+    let mut r = row("s", State::Skipped, 10);
+    r.sha256 = Some("ab".into());
+    let rs = rows(vec![r]);
+    let p = policy(DeletePolicy::Never);
+    let plan = session(&Inputs {
+        listing: &listing,
+        rows: &rs,
+        policy: &p,
+        attempted: &HashSet::new(),
+        delete_batch: 1,
+    });
+    assert!(plan.fetch.first().is_some_and(Fetch::was_skipped));
+    let fresh = HashMap::new();
+    let plan = session(&Inputs {
+        listing: &listing,
+        rows: &fresh,
+        policy: &p,
+        attempted: &HashSet::new(),
+        delete_batch: 1,
+    });
+    assert!(plan.fetch.first().is_some_and(|f| !f.was_skipped()));
+}
+
+#[test]
+fn recovering_looks_up_every_message_unless_the_target_is_empty() {
+    let m = listed(1, "u", 10);
+    let plain = Fetch {
+        listed: &m,
+        known: None,
+        look_up: false,
+    };
+    let unresolved = Fetch {
+        look_up: true,
+        known: Some(State::Appending),
+        ..plain
+    };
+    assert!(!must_look_up(&plain, false, 10));
+    assert!(must_look_up(&plain, true, 10));
+    assert!(
+        !must_look_up(&plain, true, 0),
+        "an empty target holds nothing"
+    );
+    assert!(must_look_up(&unresolved, false, 0));
+    assert!(must_look_up(&unresolved, true, 0));
+}
+
+#[test]
+fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
+    let listing = vec![listed(1, "u", 10)];
+    assert!(starts_recovery(&HashMap::new(), &listing));
+    assert!(!starts_recovery(&HashMap::new(), &[]), "nothing to recover");
+    let known = rows(vec![row("x", State::Deleted, 1)]);
+    assert!(
+        !starts_recovery(&known, &listing),
+        "the ledger knows the account"
+    );
+    assert!(recovery_complete(true, false));
+    assert!(!recovery_complete(false, false), "cut short by LOGIN-DELAY");
+    assert!(!recovery_complete(true, true), "interrupted by a shutdown");
+}
+
+#[test]
+fn attempted_messages_wait_for_the_next_pass() {
+    let listing = vec![listed(1, "a", 10), listed(2, "b", 10)];
+    let rs = rows(vec![row("a", State::Pending, 10)]);
+    let attempted: HashSet<String> = ["a".to_string()].into();
+    let (fetch, _, _, _, todo) = plan_of(&listing, &rs, DeletePolicy::AfterSync, &attempted, 10);
+    assert_eq!(fetch, ["b"]);
+    assert_eq!(todo, 1);
+}
+
+#[test]
+fn delete_policies_batch_sessions_and_never_does_not() {
+    let listing: Vec<Listed> = (1..=5).map(|n| listed(n, &format!("u{n}"), 10)).collect();
+    let mut big = listing.clone();
+    big.push(listed(6, "huge", MAX + 1));
+    let none = HashMap::new();
+    for delete in [
+        DeletePolicy::AfterSync,
+        DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400)),
+    ] {
+        let (fetch, skip, _, more, todo) = plan_of(&big, &none, delete, &HashSet::new(), 2);
+        assert_eq!(fetch, ["u1", "u2"], "{delete:?}");
+        assert_eq!(skip, ["huge"], "skips are not batched: {delete:?}");
+        assert!(more, "{delete:?}");
+        assert_eq!(todo, 6, "the progress bar counts the whole pass");
+        let (fetch, _, _, more, _) = plan_of(&listing, &none, delete, &HashSet::new(), 5);
+        assert_eq!(fetch.len(), 5);
+        assert!(!more, "exactly one batch: {delete:?}");
+        let (fetch, _, _, _, _) = plan_of(&listing, &none, delete, &HashSet::new(), 0);
+        assert_eq!(fetch.len(), 1, "a batch of 0 is a batch of 1");
+    }
+    let (fetch, _, _, more, _) = plan_of(&listing, &none, DeletePolicy::Never, &HashSet::new(), 2);
+    assert_eq!(fetch.len(), 5);
+    assert!(!more);
+}
+
+#[test]
+fn deletion_follows_the_policy_and_only_appended_rows() {
+    let listing = vec![
+        listed(1, "appended", 10),
+        listed(2, "appending", 10),
+        listed(3, "pending", 10),
+        listed(4, "skipped", MAX + 1),
+        listed(5, "rejected", 10),
+        listed(6, "new", 10),
+        listed(7, "deleted", 10),
+    ];
+    let rs = rows(vec![
+        row("appended", State::Appended, 10),
+        row("appending", State::Appending, 10),
+        row("pending", State::Pending, 10),
+        row("skipped", State::Skipped, MAX + 1),
+        row("rejected", State::Rejected, 10),
+        row("deleted", State::Deleted, 10),
+    ]);
+    let numbers = |d: &DeletePolicy, now| {
+        deletable(&listing, &rs, d, now)
+            .iter()
+            .map(|m| m.number)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(&DeletePolicy::Never, NOW), Vec::<u32>::new());
+    assert_eq!(numbers(&DeletePolicy::AfterSync, NOW), [1]);
+    let month = DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400));
+    assert_eq!(numbers(&month, NOW), Vec::<u32>::new(), "copied just now");
+    assert_eq!(
+        numbers(&month, NOW + 30 * DAY),
+        [1],
+        "30 days after the copy"
+    );
+}
+
+#[test]
+fn an_age_counts_from_arrival_then_from_the_copy() {
+    let month = DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400));
+    let mut r = row("u", State::Appended, 10);
+    r.message_date = Some(NOW - 31 * DAY);
+    assert!(may_delete(&month, &r, NOW), "arrived 31 days ago");
+    r.message_date = Some(NOW - 29 * DAY);
+    r.appended_at = Some(NOW - 100 * DAY);
+    assert!(!may_delete(&month, &r, NOW), "the arrival date wins");
+    r.message_date = None;
+    assert!(may_delete(&month, &r, NOW), "copied 100 days ago");
+    r.appended_at = None;
+    assert!(
+        !may_delete(&month, &r, NOW),
+        "nothing known: counts from now"
+    );
+    // Extreme values saturate instead of overflowing.
+    let forever = DeletePolicy::OlderThan(Duration::MAX);
+    r.message_date = Some(NOW - 100 * 365 * DAY);
+    assert!(!may_delete(&forever, &r, NOW), "a century is not forever");
+    r.message_date = Some(i64::MIN);
+    assert!(may_delete(&month, &r, NOW), "dated at the dawn of time");
+    r.message_date = Some(i64::MAX);
+    assert!(!may_delete(&month, &r, NOW), "dated in the far future");
+}
+
+#[test]
+fn rows_appended_but_no_longer_listed_are_gone_only_under_a_delete_policy() {
+    let listing = vec![listed(1, "here", 10)];
+    let rs = rows(vec![
+        row("here", State::Appended, 10),
+        row("gone-b", State::Appended, 10),
+        row("gone-a", State::Appended, 10),
+        row("pending-gone", State::Pending, 10),
+        row("deleted", State::Deleted, 10),
+    ]);
+    assert_eq!(
+        gone(&listing, &rs, &DeletePolicy::AfterSync),
+        ["gone-a", "gone-b"]
+    );
+    assert!(gone(&listing, &rs, &DeletePolicy::Never).is_empty());
+}
+
+#[test]
+fn a_uidl_listed_twice_is_copied_once_and_reported() {
+    let sizes: HashMap<u32, u64> = [(1, 10), (2, 20), (3, 30)].into();
+    let (list, twice) = listing(
+        &sizes,
+        vec![
+            (1, "a".into()),
+            (2, "b".into()),
+            (3, "a".into()),
+            (4, "c".into()),
+        ],
+        false,
+    );
+    assert_eq!(
+        list.iter()
+            .map(|m| (m.number, m.uidl.as_str(), m.size))
+            .collect::<Vec<_>>(),
+        [(1, "a", 10), (2, "b", 20), (4, "c", 0)],
+        "order kept; a message LIST did not mention has size 0"
+    );
+    assert_eq!(
+        twice,
+        [Duplicate {
+            number: 3,
+            uidl: "a".into()
+        }]
+    );
+}
+
+#[test]
+fn derived_ids_are_stable_digests_of_the_header_section() {
+    let a = derived_uidl(b"Subject: a\r\n\r\n");
+    assert_eq!(a, derived_uidl(b"Subject: a\r\n\r\n"));
+    assert_ne!(a, derived_uidl(b"Subject: b\r\n\r\n"));
+    assert!(a.starts_with("hdr-") && a.len() == 4 + 64, "{a}");
+    let (list, _) = listing(&HashMap::new(), vec![(1, a.clone())], true);
+    assert!(list.iter().all(|m| m.derived));
+    assert_eq!(header_section(b"A: 1\r\n\r\nbody"), b"A: 1\r\n\r\n");
+    assert_eq!(header_section(b"A: 1\n\nbody"), b"A: 1\n\n");
+    assert_eq!(header_section(b"A: 1\r\nno end"), b"A: 1\r\nno end");
+    assert_eq!(header_section(b""), b"");
+}
+
+#[test]
+fn a_dry_run_counts_what_would_be_copied_and_deleted() {
+    let listing = vec![
+        listed(1, "appended", 10),
+        listed(2, "new", 10),
+        listed(3, "new-huge", MAX + 1),
+        listed(4, "pending", 30),
+        listed(5, "rejected", 10),
+    ];
+    let rs = rows(vec![
+        row("appended", State::Appended, 10),
+        row("pending", State::Pending, 30),
+        row("rejected", State::Rejected, 10),
+    ]);
+    let never = dry_run(&listing, &rs, &policy(DeletePolicy::Never), NOW);
+    assert_eq!(
+        never,
+        DryRun {
+            would_copy: 2,
+            would_copy_bytes: 40,
+            would_delete: 0
+        }
+    );
+    let after = dry_run(&listing, &rs, &policy(DeletePolicy::AfterSync), NOW);
+    assert_eq!(
+        (after.would_copy, after.would_delete),
+        (2, 2),
+        "appended + new"
+    );
+    let month = DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400));
+    let aged = dry_run(&listing, &rs, &policy(month), NOW + 31 * DAY);
+    assert_eq!(aged.would_delete, 1, "only what is already copied and old");
+}
