@@ -11,6 +11,10 @@
 //! - [`scheduler`]: per-account schedules, backoff, concurrency, shutdown.
 //! - [`daemon`]: `popferry run`'s runner, metrics and health endpoint.
 
+// Everything here reads what servers send: no indexing or slicing that can
+// panic on a short or hostile input (tests may, for brevity).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::string_slice))]
+
 pub mod config;
 pub mod daemon;
 pub mod imap;

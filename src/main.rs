@@ -5,6 +5,8 @@
 //! Only this file and `cli/` know clap; logs go to stderr, what a command
 //! reports goes to stdout.
 
+#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::string_slice))]
+
 mod cli;
 
 use std::process::ExitCode;
