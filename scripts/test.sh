@@ -24,4 +24,5 @@ fi
 
 # Benches are built by `cargo build --all-targets` and clippy, and run on
 # demand (scripts/bench.sh), not here.
-exec cargo test --lib --bins --tests "$@"
+# --no-fail-fast: one failing test binary must not hide the others.
+exec cargo test --no-fail-fast --lib --bins --tests "$@"

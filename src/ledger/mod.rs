@@ -111,6 +111,16 @@ pub enum Attempt {
     Free,
 }
 
+/// The answer to [`Ledger::take_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This process holds the account until then (unix seconds) unless it
+    /// renews the lease.
+    Held { until: i64 },
+    /// Another process holds it, until then unless renewed.
+    HeldBy { holder: String, until: i64 },
+}
+
 /// Per-account figures for `status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AccountStatus {
@@ -289,6 +299,22 @@ impl Ledger {
     /// Records when the daemon will next run an account.
     pub async fn set_next_run(&self, account: &str, at: i64) -> anyhow::Result<()> {
         on_backend!(self, l => l.set_next_run(account, at).await)
+    }
+
+    /// Takes (or renews) the lease on `account` for `holder` for `ttl`,
+    /// unless another holder's lease is still running (guarantee 9).
+    pub async fn take_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<Lease> {
+        on_backend!(self, l => l.take_lease(account, holder, ttl).await)
+    }
+
+    /// Gives the lease on `account` back, if `holder` still has it.
+    pub async fn release_lease(&self, account: &str, holder: &str) -> anyhow::Result<()> {
+        on_backend!(self, l => l.release_lease(account, holder).await)
     }
 
     /// Figures for `status`, for the given accounts (in that order) plus any

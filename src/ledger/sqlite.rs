@@ -9,12 +9,33 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions as _, Row};
 
-use super::{AccountStatus, AppendOk, Attempt, Intent, MessageRow, State, now};
+use super::{AccountStatus, AppendOk, Attempt, Intent, Lease, MessageRow, State, now};
+
+/// Waits for, then holds, the exclusive lock on `<ledger>.lock` (released
+/// when the file is dropped, or when the process ends in any way).
+async fn migration_lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let shown = lock_path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        f.lock()?;
+        Ok::<_, std::io::Error>(f)
+    })
+    .await
+    .context("Cannot wait for the ledger's lock")?
+    .with_context(|| format!("Cannot lock {shown}"))
+}
 
 /// The ledger in a SQLite file.
 #[derive(Clone, Debug)]
@@ -35,16 +56,25 @@ impl SqliteLedger {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // An fsync on a loaded disk can take seconds; that is not a
+            // warning an operator can act on (sqlx's default), so it is
+            // logged at INFO, which the subscriber caps for sqlx.
+            .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
             .with_context(|| format!("Cannot open the ledger {}", path.display()))?;
+        // sqlx takes no lock around SQLite migrations: two processes opening
+        // a new ledger at once would both create its tables. A lock file
+        // beside the ledger makes them take turns.
+        let lock = migration_lock(path).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .with_context(|| format!("Cannot migrate the ledger {}", path.display()))?;
+        drop(lock);
         Ok(SqliteLedger { pool })
     }
 
@@ -481,5 +511,63 @@ impl SqliteLedger {
         }
         out.extend(by_name.into_values());
         Ok(out)
+    }
+
+    /// Takes the lease on `account` for `holder` until `now + ttl`, unless
+    /// another holder's lease is still running; renewing one's own lease is
+    /// taking it again. Atomic: of two processes racing, one wins.
+    pub async fn take_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Lease> {
+        let t = now();
+        let until = t.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let won = sqlx::query(
+            "INSERT INTO leases (account, holder, taken_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account) DO UPDATE SET
+               holder = excluded.holder, expires_at = excluded.expires_at,
+               taken_at = CASE WHEN leases.holder = excluded.holder THEN leases.taken_at ELSE excluded.taken_at END
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+             RETURNING holder",
+        )
+        .bind(account)
+        .bind(holder)
+        .bind(t)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot take the account's lease in the ledger")?;
+        if won.is_some() {
+            return Ok(Lease::Held { until });
+        }
+        let row = sqlx::query("SELECT holder, expires_at FROM leases WHERE account = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the account's lease in the ledger")?;
+        Ok(match row {
+            Some(r) => Lease::HeldBy {
+                holder: r.try_get("holder")?,
+                until: r.try_get("expires_at")?,
+            },
+            // Released between the two statements: try again later.
+            None => Lease::HeldBy {
+                holder: "another process".into(),
+                until: t,
+            },
+        })
+    }
+
+    /// Gives the lease back (only if `holder` still has it).
+    pub async fn release_lease(&self, account: &str, holder: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM leases WHERE account = ? AND holder = ?")
+            .bind(account)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .context("Cannot release the account's lease in the ledger")?;
+        Ok(())
     }
 }

@@ -146,7 +146,7 @@ impl<'p, 'a> Appender<'p, 'a> {
         loop {
             // A safe point: every message handed to the pipeline so far is
             // either answered and recorded below, or still owed an answer.
-            let cancelled = cx.opts.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            let cancelled = cx.stop.is_cancelled();
             if cancelled && !self.report.interrupted {
                 info!("Stopping early: shutting down");
                 self.report.interrupted = true;

@@ -25,6 +25,7 @@ mod dry;
 mod failure;
 mod fetch;
 pub mod headers;
+mod lease;
 mod listing;
 mod outcome;
 mod pass;

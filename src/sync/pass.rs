@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::append::Appender;
@@ -16,7 +17,7 @@ use super::fetch::{self, Bounds, Produced};
 use super::headers::HeaderFacts;
 use super::plan::{self, Listed};
 use super::settle::{self, TargetState};
-use super::{FailureKind, Options, Progress, Report, delete, dry, listing, outcome};
+use super::{FailureKind, Options, Progress, Report, delete, dry, lease, listing, outcome};
 use crate::config::Account;
 use crate::imap;
 use crate::ledger::{Intent, Ledger};
@@ -33,6 +34,9 @@ pub(super) struct Ctx<'a> {
     pub ledger: &'a Ledger,
     pub opts: &'a Options,
     pub progress: &'a dyn Progress,
+    /// Cancelled when the pass must stop at its next safe point: a
+    /// shutdown, or the account's lease lost to another process.
+    pub stop: CancellationToken,
 }
 
 /// The intent row for a message about to be appended.
@@ -87,11 +91,16 @@ pub async fn run_once(
                 }
             }
             Some(ledger) => {
+                let stop = opts
+                    .cancel
+                    .as_ref()
+                    .map_or_else(CancellationToken::new, CancellationToken::child_token);
                 let cx = Ctx {
                     account,
                     ledger,
                     opts,
                     progress,
+                    stop,
                 };
                 sync(&cx, &mut report).await;
             }
@@ -123,6 +132,48 @@ fn fail(report: &mut Report, account: &Account, f: Failure) {
 /// A pass that copies, with its start and end recorded in the ledger.
 async fn sync(cx: &Ctx<'_>, report: &mut Report) {
     let acc = cx.account;
+    match lease::take(cx.ledger, &acc.name).await {
+        Ok(Ok(())) => {}
+        Ok(Err(held)) => {
+            let wait = held.until.saturating_sub(crate::ledger::now()).max(1);
+            let message = format!(
+                "skipped: another popferry process works on this account: {}",
+                lease::describe(&held)
+            );
+            let retry_after = Some(Duration::from_secs(u64::try_from(wait).unwrap_or(1)));
+            let kind = FailureKind::Transient;
+            return fail(
+                report,
+                acc,
+                Failure {
+                    kind,
+                    message,
+                    retry_after,
+                },
+            );
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            let kind = FailureKind::Transient;
+            let retry_after = None;
+            return fail(
+                report,
+                acc,
+                Failure {
+                    kind,
+                    message,
+                    retry_after,
+                },
+            );
+        }
+    }
+    locked(cx, report).await;
+    lease::release(cx.ledger, &acc.name).await;
+}
+
+/// A pass while this process holds the account's lease.
+async fn locked(cx: &Ctx<'_>, report: &mut Report) {
+    let acc = cx.account;
     if let Err(e) = cx.ledger.start_run(&acc.name).await {
         let message = format!("{e:#}");
         let kind = FailureKind::Transient;
@@ -144,9 +195,28 @@ async fn sync(cx: &Ctx<'_>, report: &mut Report) {
         attempted: HashSet::new(),
         login_delay: None,
         went_through_all: true,
+        listed: Vec::new(),
         report,
     };
-    let result = pass.run().await;
+    let result = {
+        let keeping = lease::keep(cx.ledger, &acc.name, &cx.stop);
+        let running = pass.run();
+        tokio::pin!(keeping, running);
+        tokio::select! {
+            r = &mut running => r,
+            lost = &mut keeping => {
+                let r = running.await;
+                r.and(Err(Failure {
+                    kind: FailureKind::Transient,
+                    message: format!(
+                        "lost the account's lease to {}; stopped at a safe point",
+                        lease::describe(&lost)
+                    ),
+                    retry_after: None,
+                }))
+            }
+        }
+    };
     if let Some((session, _)) = pass.target.take() {
         let _ = session.logout().await;
     }
@@ -199,6 +269,8 @@ struct Pass<'p, 'a> {
     login_delay: Option<Duration>,
     /// False once the pass stopped before going through the whole mailbox.
     went_through_all: bool,
+    /// While recovering: the UIDLs of the latest listing.
+    listed: Vec<String>,
     report: &'p mut Report,
 }
 
@@ -214,15 +286,25 @@ impl Pass<'_, '_> {
         // One POP3 session, or several when a delete policy asks for DELEs
         // to be committed in batches.
         while self.session().await? {}
-        if self.recovering
-            && plan::recovery_complete(self.went_through_all, self.report.interrupted)
-        {
+        if !self.recovering {
+            return Ok(());
+        }
+        let rows = self
+            .cx
+            .ledger
+            .messages(name)
+            .await
+            .map_err(ledger_failure)?;
+        let (all, interrupted) = (self.went_through_all, self.report.interrupted);
+        if plan::recovery_complete(&self.listed, &rows, all, interrupted) {
             self.cx
                 .ledger
-                .set_recovering(&self.cx.account.name, false)
+                .set_recovering(name, false)
                 .await
                 .map_err(ledger_failure)?;
             info!("Recovery finished: the ledger again knows every message of this account");
+        } else {
+            debug!("Recovery goes on: some messages were not looked up in the target yet");
         }
         Ok(())
     }
@@ -253,6 +335,9 @@ impl Pass<'_, '_> {
                 .map_err(ledger_failure)?;
             self.recovering = true;
         }
+        if self.recovering {
+            self.listed = listing.iter().map(|m| m.uidl.clone()).collect();
+        }
         let gone = plan::gone(&listing, &rows, &acc.policy.delete);
         if !gone.is_empty() {
             cx.ledger
@@ -280,6 +365,12 @@ impl Pass<'_, '_> {
         }
         self.attempted
             .extend(plan.fetch.iter().map(|f| f.listed.uidl.clone()));
+        // Every pass logs in to the target, with or without anything to
+        // copy: a broken target credential is reported at once, not when the
+        // next message arrives.
+        if self.target.is_none() {
+            self.target = Some(settle::connect(acc, self.recovering).await?);
+        }
         if plan.fetch.is_empty() {
             delete::delete_and_quit(cx, self.report, pop, &listing).await?;
             return Ok(plan.more);
@@ -287,9 +378,6 @@ impl Pass<'_, '_> {
 
         // The POP3 side reads (RETR, pipelined where offered) while the IMAP
         // side appends (LITERAL+ where offered); a bounded queue joins them.
-        if self.target.is_none() {
-            self.target = Some(settle::connect(acc, self.recovering).await?);
-        }
         let Some((session, target)) = self.target.as_mut() else {
             return Err(session_lost());
         };
@@ -331,15 +419,9 @@ impl Pass<'_, '_> {
             self.went_through_all = false;
             return Ok(false);
         }
-        let cancelled = async {
-            match &self.cx.opts.cancel {
-                Some(c) => c.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => Ok(true),
-            _ = cancelled => {
+            _ = self.cx.stop.cancelled() => {
                 self.report.interrupted = true;
                 Ok(false)
             }

@@ -144,10 +144,27 @@ pub fn starts_recovery(rows: &HashMap<String, MessageRow>, listing: &[Listed]) -
     rows.is_empty() && !listing.is_empty()
 }
 
-/// A recovery ends only with a pass that went through the whole mailbox:
-/// not cut short by LOGIN-DELAY, not interrupted, and without a failure.
-pub fn recovery_complete(went_through_all: bool, interrupted: bool) -> bool {
-    went_through_all && !interrupted
+/// A recovery ends only when every message of the mailbox was looked up in
+/// the target (or its fate is settled without one): the pass went through
+/// the whole mailbox (not cut short by LOGIN-DELAY, not interrupted), and
+/// every UIDL of its last listing has a row that is `appended`, `deleted`,
+/// `rejected` or `skipped`. A message without a row (its session was
+/// abandoned before it was read), `pending` (its RETR or APPEND was
+/// refused) or `appending` was not looked up, so recovery goes on.
+pub fn recovery_complete(
+    listed: &[String],
+    rows: &HashMap<String, MessageRow>,
+    went_through_all: bool,
+    interrupted: bool,
+) -> bool {
+    went_through_all
+        && !interrupted
+        && listed.iter().all(|u| {
+            rows.get(u).is_some_and(|r| match r.state {
+                State::Appended | State::Deleted | State::Rejected | State::Skipped => true,
+                State::Appending | State::Pending => false,
+            })
+        })
 }
 
 /// What to do with one listed message in this session.

@@ -198,9 +198,40 @@ fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
         !starts_recovery(&known, &listing),
         "the ledger knows the account"
     );
-    assert!(recovery_complete(true, false));
-    assert!(!recovery_complete(false, false), "cut short by LOGIN-DELAY");
-    assert!(!recovery_complete(true, true), "interrupted by a shutdown");
+    let listed: Vec<String> = ["a", "b"].map(String::from).into();
+    let done = rows(vec![
+        row("a", State::Appended, 1),
+        row("b", State::Rejected, 1),
+    ]);
+    assert!(recovery_complete(&listed, &done, true, false));
+    assert!(
+        !recovery_complete(&listed, &done, false, false),
+        "cut short by LOGIN-DELAY"
+    );
+    assert!(
+        !recovery_complete(&listed, &done, true, true),
+        "interrupted by a shutdown"
+    );
+    for (state, settled) in [
+        (State::Appended, true),
+        (State::Deleted, true),
+        (State::Rejected, true),
+        (State::Skipped, true),
+        (State::Pending, false),
+        (State::Appending, false),
+    ] {
+        let rs = rows(vec![row("a", State::Appended, 1), row("b", state, 1)]);
+        assert_eq!(
+            recovery_complete(&listed, &rs, true, false),
+            settled,
+            "{state:?}"
+        );
+    }
+    let only_a = rows(vec![row("a", State::Appended, 1)]);
+    assert!(
+        !recovery_complete(&listed, &only_a, true, false),
+        "b was never read (its session was abandoned)"
+    );
 }
 
 #[test]

@@ -58,3 +58,17 @@ pub fn unresolve_all(ledger: &Path, account: &str, mailbox: &str) -> usize {
         intents.len()
     })
 }
+
+/// Takes `account`'s lease for `holder` (as another popferry process
+/// would) for `ttl`; true if it was free.
+pub fn hold(ledger: &Path, account: &str, holder: &str, ttl: std::time::Duration) -> bool {
+    block_on(async {
+        let l = Ledger::open(ledger).await.expect("open the ledger");
+        let got = l
+            .take_lease(account, holder, ttl)
+            .await
+            .expect("take the lease");
+        l.close().await;
+        matches!(got, popferry::ledger::Lease::Held { .. })
+    })
+}

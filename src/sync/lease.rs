@@ -1,0 +1,149 @@
+//! One process per account (guarantee 9): a pass runs only while its
+//! process holds the account's lease in the ledger, and renews it as it
+//! goes. Two processes on one account (a `sync` beside `run`, replicas on a
+//! shared ledger) would otherwise both append the same messages: POP3
+//! servers do not reliably lock a mailbox (Dovecot's default
+//! `pop3_lock_session = no`).
+//!
+//! A process that dies loses its leases when they expire. One that was
+//! killed on this very host is known dead at once (its process id is gone),
+//! so that `popferry sync` run again right after a crash does not wait for
+//! the expiry.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::ledger::{Lease, Ledger, now};
+
+/// How long a lease lasts unless renewed.
+pub(super) const TTL: Duration = Duration::from_secs(60);
+/// How often a running pass renews its lease (well within [`TTL`], so that
+/// a slow ledger write or two do not lose it).
+const RENEW_EVERY: Duration = Duration::from_secs(15);
+
+/// This process's name as a lease holder: host, process id and a random
+/// tag (process ids are reused).
+pub(super) fn holder() -> &'static str {
+    static HOLDER: OnceLock<String> = OnceLock::new();
+    HOLDER.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let tag = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        format!(
+            "{} pid {} {:08x}",
+            host_name(),
+            std::process::id(),
+            tag & 0xffff_ffff
+        )
+    })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(' '))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Is `holder` a process of this host that no longer runs?
+fn is_dead_here(holder: &str) -> bool {
+    let mut words = holder.split(' ');
+    let (Some(host), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == host_name()
+        && pid != std::process::id()
+        && std::fs::metadata("/proc/self").is_ok()
+        && std::fs::metadata(format!("/proc/{pid}")).is_err()
+}
+
+/// Who holds an account another process has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HeldBy {
+    pub holder: String,
+    /// Unix seconds.
+    pub until: i64,
+}
+
+/// Takes the lease on `account`, or says who has it. A lease held by a
+/// process of this host that is gone is taken over.
+pub(super) async fn take(ledger: &Ledger, account: &str) -> anyhow::Result<Result<(), HeldBy>> {
+    match ledger.take_lease(account, holder(), TTL).await? {
+        Lease::Held { .. } => Ok(Ok(())),
+        Lease::HeldBy { holder: other, .. } if is_dead_here(&other) => {
+            warn!(holder = %other, "Taking over the lease of a popferry process that is gone");
+            ledger.release_lease(account, &other).await?;
+            match ledger.take_lease(account, holder(), TTL).await? {
+                Lease::Held { .. } => Ok(Ok(())),
+                Lease::HeldBy { holder, until } => Ok(Err(HeldBy { holder, until })),
+            }
+        }
+        Lease::HeldBy { holder, until } => Ok(Err(HeldBy { holder, until })),
+    }
+}
+
+/// Gives the lease back at the end of a pass.
+pub(super) async fn release(ledger: &Ledger, account: &str) {
+    if let Err(e) = ledger.release_lease(account, holder()).await {
+        // It expires by itself.
+        warn!("Cannot release the account's lease: {e:#}");
+    }
+}
+
+/// Renews the lease until it is lost to another process; then cancels
+/// `stop` (the pass stops at its next safe point) and returns who took it.
+/// Runs for as long as it is polled otherwise.
+pub(super) async fn keep(ledger: &Ledger, account: &str, stop: &CancellationToken) -> HeldBy {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        match ledger.take_lease(account, holder(), TTL).await {
+            Ok(Lease::Held { .. }) => debug!("Lease renewed"),
+            Ok(Lease::HeldBy { holder, until }) => {
+                stop.cancel();
+                return HeldBy { holder, until };
+            }
+            // Tried again at the next turn; the lease outlives a few misses.
+            Err(e) => warn!("Cannot renew the account's lease: {e:#}"),
+        }
+    }
+}
+
+/// "held by H until T", for messages.
+pub(super) fn describe(h: &HeldBy) -> String {
+    let left = h.until.saturating_sub(now()).max(0);
+    format!("{} (for at most {left} s more unless renewed)", h.holder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_names_this_host_and_process() {
+        let h = holder();
+        assert!(h.contains(&format!("pid {} ", std::process::id())), "{h}");
+        assert_eq!(h, holder(), "stable within a process");
+        assert!(!is_dead_here(h), "this process is alive");
+    }
+
+    #[test]
+    fn a_gone_process_of_this_host_is_dead_and_others_are_not_judged() {
+        let host = host_name();
+        // Above the kernel's pid_max (4194304 at most): never a live process.
+        assert!(is_dead_here(&format!("{host} pid 4194305 0000abcd")));
+        assert!(!is_dead_here("other-host pid 4194305 0000abcd"));
+        assert!(
+            !is_dead_here(&format!("{host} pid 1 0000abcd")),
+            "init runs"
+        );
+        assert!(!is_dead_here("garbage"));
+        assert!(!is_dead_here(&format!("{host} pid x y")));
+    }
+}
