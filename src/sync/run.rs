@@ -24,7 +24,7 @@ struct Failure {
 }
 
 /// "what (user u): error", naming the server unless the error already does.
-fn describe(side: &str, s: &ServerSettings, what: &str, e: &dyn std::fmt::Display) -> String {
+fn describe<A>(side: &str, s: &ServerSettings<A>, what: &str, e: &dyn std::fmt::Display) -> String {
     let text = e.to_string();
     let endpoint = s.endpoint.to_string();
     if text.contains(side) && text.contains(&endpoint) {
