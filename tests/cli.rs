@@ -217,3 +217,55 @@ fn an_unknown_key_names_the_keys_of_its_side_and_quotes_no_line() {
     let cfg = u.config("", "pasword = \"Pw-never-sent-3\"");
     u.refused(&cfg, &["sync"], &["pasword", "line 21", "internal_date"]);
 }
+
+/// A password command that prints `pw` the first time it runs (when the
+/// configuration is loaded) and fails every time after (at login).
+fn once_then_failing(d: &Dovecot, name: &str, pw: &str) -> Password {
+    let marker = d.scratch().join(format!("{name}.ran"));
+    let m = marker.display();
+    Password::Command(format!(
+        "if [ -e '{m}' ]; then echo 'vault sealed' >&2; exit 3; fi; touch '{m}'; printf '%s\\n' '{pw}'"
+    ))
+}
+
+#[test]
+fn the_password_is_fetched_again_at_each_login() {
+    let d = Dovecot::start();
+    d.seed("alice", &[corpus::corpus_kind("plain")]);
+    for (side, protocol) in [("source", "POP3"), ("target", "IMAP")] {
+        let name = format!("once-{side}");
+        let b = ConfigBuilder::new(&d, "alice", "dave")
+            .file_name(&format!("{name}.toml"))
+            .ledger(&d.scratch().join(format!("{name}.db")));
+        let b = if side == "source" {
+            let p = once_then_failing(&d, &name, d.password("alice"));
+            b.source_password(p)
+        } else {
+            let p = once_then_failing(&d, &name, d.password("dave"));
+            b.target_password(p)
+        };
+        let cfg = b.write();
+        let out = popferry(&["sync", "-c", cfg.to_str().expect("utf-8")], &[]);
+        // Loading succeeded (the command ran once); the login ran it again.
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for w in [
+            &format!("[accounts.{side}] password at login")[..],
+            "the password command",
+            "vault sealed",
+            protocol,
+        ] {
+            assert!(all.contains(w), "{w:?} missing:\n{}", describe_output(&out));
+        }
+        assert!(!all.contains(d.password("alice")) && !all.contains(d.password("dave")));
+    }
+    assert!(
+        imap_fetch_all(&d, "dave", "INBOX").is_empty(),
+        "nothing copied"
+    );
+    assert_eq!(d.pop3_uidls("alice").len(), 1);
+}
