@@ -1,6 +1,12 @@
 //! The configuration file exactly as written: serde types that mirror the
 //! TOML, reject unknown keys (the error names the key and its line) and do
 //! no validation beyond parsing. [`super::load`] turns them into settings.
+//!
+//! Why each side has its own table type although they share most keys:
+//! serde's unknown-key message lists the keys the table takes, and that list
+//! must be the side's own (`mailbox` is no key of `[accounts.source]`).
+//! `auth` stays a string here so that the loader, which knows the account,
+//! can say which mechanisms that side takes.
 
 use std::path::PathBuf;
 use std::time::Duration;

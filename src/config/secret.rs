@@ -12,12 +12,10 @@
 //! source, never the secret: not a command's standard output, and not a
 //! command's text either (it may hold one).
 
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
-use std::time::Duration;
-
-use secrecy::{ExposeSecret, SecretString};
 
 use super::{Mechanism, ServerSettings};
 
@@ -52,18 +50,24 @@ pub struct CredentialError {
 
 impl<A: Mechanism> ServerSettings<A> {
     /// The credential for one login, resolved now from its source: a file
-    /// is read again, a command run again (within the server's `timeout`).
-    /// Call it once per login, as late as possible.
+    /// is read again, a command run again. It takes at most the server's
+    /// `timeout` (a command still running then is killed). Call it once per
+    /// login, as late as possible.
     pub async fn credential(&self) -> Result<Credential, CredentialError> {
-        self.password
-            .resolve(self.endpoint.timeout)
-            .await
-            .map(Credential::Password)
-            .map_err(|reason| CredentialError {
-                side: A::SIDE,
-                origin: self.password.origin(),
-                reason,
-            })
+        let limit = self.endpoint.timeout;
+        let reason = match tokio::time::timeout(limit, self.password.resolve()).await {
+            Ok(Ok(secret)) => return Ok(Credential::Password(secret)),
+            Ok(Err(reason)) => reason,
+            Err(_) => format!(
+                "no password within {} (the side's timeout)",
+                humantime::format_duration(limit)
+            ),
+        };
+        Err(CredentialError {
+            side: A::SIDE,
+            origin: self.password.origin(),
+            reason,
+        })
     }
 }
 
@@ -98,30 +102,22 @@ impl SecretSource {
         non_empty(value)
     }
 
-    /// Resolves the secret without blocking the runtime; a command that has
-    /// not finished within `limit` is killed.
-    async fn resolve(&self, limit: Duration) -> Result<SecretString, String> {
+    /// Resolves the secret without blocking the runtime. Dropping the
+    /// future kills a command still running.
+    async fn resolve(&self) -> Result<SecretString, String> {
         let value = match self {
             SecretSource::Literal(s) => return non_empty(s.expose_secret().to_owned()),
             SecretSource::Env(var) => env(var)?,
             SecretSource::File(path) => file(path, tokio::fs::read_to_string(path).await)?,
-            SecretSource::Command(cmd) => {
-                let run = tokio::process::Command::new("sh")
+            SecretSource::Command(cmd) => command(
+                tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(cmd)
                     .stdin(Stdio::null())
                     .kill_on_drop(true)
-                    .output();
-                match tokio::time::timeout(limit, run).await {
-                    Ok(out) => command(out)?,
-                    Err(_) => {
-                        return Err(format!(
-                            "password command did not finish within {}",
-                            humantime::format_duration(limit)
-                        ));
-                    }
-                }
-            }
+                    .output()
+                    .await,
+            )?,
         };
         non_empty(value)
     }
@@ -207,6 +203,8 @@ impl Eq for SecretSource {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::config::{Endpoint, ImapAuth, Pop3Auth, TlsMode};
 
     fn settings<A: Mechanism>(auth: A, password: SecretSource) -> ServerSettings<A> {
@@ -282,7 +280,7 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(started.elapsed() < Duration::from_secs(10), "{e}");
-        assert!(e.contains("did not finish"), "{e}");
+        assert!(e.contains("no password within 200ms"), "{e}");
     }
 
     #[test]
