@@ -12,10 +12,11 @@
 //! source, never the secret: not a command's standard output, and not a
 //! command's text either (it may hold one).
 
-use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
+
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Mechanism, ServerSettings};
 
