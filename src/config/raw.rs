@@ -1,6 +1,6 @@
 //! The configuration file exactly as written: serde types that mirror the
 //! TOML, reject unknown keys (the error names the key and its line) and do
-//! no validation beyond parsing. [`super::load`] turns them into settings.
+//! no validation beyond parsing. `load.rs` turns them into settings.
 //!
 //! Why each side has its own table type although they share most keys:
 //! serde's unknown-key message lists the keys the table takes, and that list
