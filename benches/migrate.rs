@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popferry::config::{AuthMechanism, Endpoint, ServerSettings, TlsMode};
+use popferry::config::{Endpoint, ImapAuth, Mechanism, Pop3Auth, ServerSettings, TlsMode};
 use popferry::imap;
 use popferry::pop3;
 use popferry::spool::Spool;
@@ -78,7 +78,7 @@ fn seed(maildir: &Path, args: &[&str]) {
     );
 }
 
-fn settings(host: &str, port: u16, user: &str, ca: &Path) -> ServerSettings {
+fn settings<A: Mechanism>(host: &str, port: u16, user: &str, ca: &Path) -> ServerSettings<A> {
     ServerSettings {
         endpoint: Endpoint {
             host: host.into(),
@@ -89,7 +89,7 @@ fn settings(host: &str, port: u16, user: &str, ca: &Path) -> ServerSettings {
         },
         username: user.into(),
         password: support::PASSWORD.into(),
-        auth: AuthMechanism::Auto,
+        auth: A::default(),
         allow_plaintext_password: false,
     }
 }
@@ -128,8 +128,8 @@ impl Run {
 /// The raw pipelined baseline: RETR everything (window), spool, APPEND
 /// pipelined; POP3 and IMAP overlap, joined by a small queue. No ledger.
 async fn baseline(
-    pop: ServerSettings,
-    imap_s: ServerSettings,
+    pop: ServerSettings<Pop3Auth>,
+    imap_s: ServerSettings<ImapAuth>,
     mailbox: &str,
     window: usize,
 ) -> Run {
@@ -237,14 +237,14 @@ fn popferry_sync(config: &Path, expect_messages: u64, bytes: u64) -> Run {
     }
 }
 
-async fn mailbox_count(imap_s: &ServerSettings, mailbox: &str) -> u32 {
+async fn mailbox_count(imap_s: &ServerSettings<ImapAuth>, mailbox: &str) -> u32 {
     let mut s = imap::connect(imap_s).await.expect("IMAP login");
     let st = s.ensure_mailbox(mailbox).await.expect("status");
     let _ = s.logout().await;
     st.exists
 }
 
-async fn pop3_total(pop: &ServerSettings) -> (u64, u64) {
+async fn pop3_total(pop: &ServerSettings<Pop3Auth>) -> (u64, u64) {
     let mut s = pop3::connect(pop).await.expect("POP3 login");
     let (n, size) = s.stat().await.expect("STAT");
     let _ = s.quit().await;

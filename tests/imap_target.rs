@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use popferry::config::{AuthMechanism, Endpoint, ServerSettings, TlsMode};
+use popferry::config::{Endpoint, ImapAuth, ServerSettings, TlsMode};
 use popferry::imap::{self, ImapError};
 use popferry::spool::{Spool, SpooledMessage};
 use support::{Dovecot, imap_fetch_all, imap_mailboxes, sha256_hex};
@@ -21,9 +21,9 @@ fn settings(
     d: &Dovecot,
     user: &str,
     tls: TlsMode,
-    auth: AuthMechanism,
+    auth: ImapAuth,
     ca: Option<&Path>,
-) -> ServerSettings {
+) -> ServerSettings<ImapAuth> {
     let port = match tls {
         TlsMode::Implicit => d.imaps_port,
         TlsMode::Starttls | TlsMode::None => d.imap_port,
@@ -55,7 +55,7 @@ async fn implicit_tls_login_creates_mailbox_and_appends_with_flags_date_and_appe
         &d,
         "dave",
         TlsMode::Implicit,
-        AuthMechanism::Login,
+        ImapAuth::Login,
         Some(&d.ca_file),
     );
     let mut session = imap::connect(&s).await.expect("connect");
@@ -114,7 +114,7 @@ async fn starttls_authenticate_plain_keeps_a_nul_byte_exact_via_literal8() {
         &d,
         "erin",
         TlsMode::Starttls,
-        AuthMechanism::Plain,
+        ImapAuth::Plain,
         Some(&d.ca_file),
     );
     let mut session = imap::connect(&s).await.expect("connect");
@@ -153,7 +153,7 @@ async fn a_10_mb_message_streams_from_its_spool_file_and_is_found_again() {
         &d,
         "dave",
         TlsMode::Implicit,
-        AuthMechanism::Auto,
+        ImapAuth::Auto,
         Some(&d.ca_file),
     );
     let mut session = imap::connect(&s).await.expect("connect");
@@ -230,7 +230,7 @@ async fn refusals_are_errors_that_say_what_to_do() {
     let d = Dovecot::start();
 
     // Wrong password, both mechanisms: a permanent Auth error without the password.
-    for auth in [AuthMechanism::Login, AuthMechanism::Plain] {
+    for auth in [ImapAuth::Login, ImapAuth::Plain] {
         let mut s = settings(&d, "dave", TlsMode::Implicit, auth, Some(&d.ca_file));
         s.password = "not-the-password".into();
         let e = imap::connect(&s).await.expect_err("wrong password");
@@ -249,14 +249,14 @@ async fn refusals_are_errors_that_say_what_to_do() {
         &d,
         "dave",
         TlsMode::Implicit,
-        AuthMechanism::Auto,
+        ImapAuth::Auto,
         Some(&d.wrong_ca_file),
     );
     let e = imap::connect(&s).await.expect_err("untrusted certificate");
     assert!(matches!(e, ImapError::Net(_)), "{e}");
 
     // No TLS: the password is not sent unless allowed.
-    let mut s = settings(&d, "dave", TlsMode::None, AuthMechanism::Login, None);
+    let mut s = settings(&d, "dave", TlsMode::None, ImapAuth::Login, None);
     let e = imap::connect(&s).await.expect_err("plaintext");
     assert!(matches!(e, ImapError::PlaintextRefused { .. }), "{e}");
     s.allow_plaintext_password = true;
@@ -269,7 +269,7 @@ async fn refusals_are_errors_that_say_what_to_do() {
         &d,
         "dave",
         TlsMode::Implicit,
-        AuthMechanism::Auto,
+        ImapAuth::Auto,
         Some(&d.ca_file),
     );
     let mut session = imap::connect(&s).await.expect("connect");

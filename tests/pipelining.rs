@@ -21,14 +21,14 @@ mod support;
 
 use std::time::Duration;
 
-use popferry::config::{AuthMechanism, Endpoint, ServerSettings, TlsMode};
+use popferry::config::{Endpoint, ImapAuth, Pop3Auth, ServerSettings, TlsMode};
 use popferry::imap::{self, Appended, ImapError};
 use popferry::pop3;
 use popferry::spool::{Spool, SpooledMessage};
 use support::corpus::messages;
 use support::{Dovecot, Pop3, corpus, crlf_normalise, imap_fetch_all};
 
-fn pop3_settings(d: &Dovecot, user: &str) -> ServerSettings {
+fn pop3_settings(d: &Dovecot, user: &str) -> ServerSettings<Pop3Auth> {
     ServerSettings {
         endpoint: Endpoint {
             host: d.host.clone(),
@@ -39,12 +39,12 @@ fn pop3_settings(d: &Dovecot, user: &str) -> ServerSettings {
         },
         username: user.into(),
         password: d.password(user).into(),
-        auth: AuthMechanism::User,
+        auth: Pop3Auth::User,
         allow_plaintext_password: true,
     }
 }
 
-fn imap_settings(d: &Dovecot, user: &str) -> ServerSettings {
+fn imap_settings(d: &Dovecot, user: &str) -> ServerSettings<ImapAuth> {
     ServerSettings {
         endpoint: Endpoint {
             host: d.host.clone(),
@@ -55,7 +55,7 @@ fn imap_settings(d: &Dovecot, user: &str) -> ServerSettings {
         },
         username: user.into(),
         password: d.password(user).into(),
-        auth: AuthMechanism::Login,
+        auth: ImapAuth::Login,
         allow_plaintext_password: false,
     }
 }

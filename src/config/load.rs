@@ -1,8 +1,11 @@
-//! Reading, validating and resolving the configuration file.
+//! Reading and validating the configuration file.
 //!
 //! Everything here fails before any server is contacted, so the command line
 //! can map a [`ConfigError`] to exit status 2. Messages name the file, the
-//! account and the key, and say what to do.
+//! account and the key, and say what to do; they never quote the file's
+//! lines, because a line may hold a password. Secrets are resolved here only
+//! to check that they can be (see `secret.rs` for why they are kept as their
+//! source).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,12 +15,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::raw::{
-    ByteSize, RawAccount, RawAuth, RawConfig, RawInternalDate, RawSecret, RawSecretSource,
-    RawServer,
+    ByteSize, RawAccount, RawConfig, RawConnection, RawInternalDate, RawSecret, RawSecretSource,
 };
 use super::{
-    Account, AuthMechanism, Config, Daemon, DeletePolicy, Endpoint, InternalDate, Policy,
-    ServerSettings, TargetSettings, TlsMode,
+    Account, Config, Daemon, DeletePolicy, Endpoint, ImapAuth, InternalDate, Mechanism, Policy,
+    Pop3Auth, SecretSource, ServerSettings, TargetSettings, TlsMode,
 };
 
 const DEFAULT_POLL: Duration = Duration::from_secs(300);
@@ -58,7 +60,8 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
 }
 
 /// Reads and validates a configuration file. With `resolve_secrets` false
-/// (for `status`, which contacts no server) passwords are not looked up.
+/// (for `status`, which contacts no server) passwords are not looked up;
+/// either way the settings keep where each password comes from.
 pub fn load_file(path: &Path, resolve_secrets: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -74,7 +77,7 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
         path: path.to_owned(),
         message,
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
     let base = path.parent().unwrap_or(Path::new("."));
 
     let daemon_poll = raw.daemon.poll_interval.unwrap_or(DEFAULT_POLL);
@@ -134,6 +137,42 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
     })
 }
 
+/// A TOML error with its line, column and key, without the excerpt of the
+/// file that toml's own message shows: the line could hold a password (a
+/// misspelt `pasword = "..."` is an unknown key).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return format!("TOML parse error: {message}");
+    };
+    let line = line_of(text, span.start);
+    let line_start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let column = text
+        .get(line_start..span.start)
+        .map_or(1, |t| t.chars().count() + 1);
+    // The key of that line (what is left of `=`), when it looks like one:
+    // toml names it only in the excerpt.
+    let key = text
+        .get(line_start..)
+        .and_then(|l| l.lines().next())
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        });
+    match key {
+        Some(key) => {
+            format!("TOML parse error at line {line}, column {column}, key {key}: {message}")
+        }
+        None => format!("TOML parse error at line {line}, column {column}: {message}"),
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
@@ -154,22 +193,11 @@ fn account(
     resolve_secrets: bool,
 ) -> Result<Account, String> {
     let ctx = |side: &str, m: String| format!("{name:?}: {side}.{m}");
-    for (key, set) in [
-        ("mailbox", acc.source.mailbox.is_some()),
-        ("flags", acc.source.flags.is_some()),
-        ("internal_date", acc.source.internal_date.is_some()),
-    ] {
-        if set {
-            return Err(ctx(
-                "source",
-                format!("{key}: only the [accounts.target] side takes this key"),
-            ));
-        }
-    }
-    let source =
-        server(&acc.source, Side::Source, base, resolve_secrets).map_err(|m| ctx("source", m))?;
+    let source = server::<Pop3Auth>(acc.source.connection(), (995, 110), base, resolve_secrets)
+        .map_err(|m| ctx("source", m))?;
     let target_server =
-        server(&acc.target, Side::Target, base, resolve_secrets).map_err(|m| ctx("target", m))?;
+        server::<ImapAuth>(acc.target.connection(), (993, 143), base, resolve_secrets)
+            .map_err(|m| ctx("target", m))?;
     let flags = acc.target.flags.clone().unwrap_or_default();
     for f in &flags {
         validate_flag(f).map_err(|m| ctx("target", format!("flags: {m}")))?;
@@ -229,44 +257,36 @@ fn account(
     })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Source,
-    Target,
-}
-
-fn server(
-    raw: &RawServer,
-    side: Side,
+/// Validates one side's connection keys. `ports` are the protocol's default
+/// ports with implicit TLS and without.
+fn server<A: Mechanism>(
+    raw: RawConnection<'_>,
+    ports: (u16, u16),
     base: &Path,
     resolve_secrets: bool,
-) -> Result<ServerSettings, String> {
+) -> Result<ServerSettings<A>, String> {
     let tls = raw.tls.unwrap_or(TlsMode::Implicit);
-    let port = raw.port.unwrap_or(match (side, tls) {
-        (Side::Source, TlsMode::Implicit) => 995,
-        (Side::Source, _) => 110,
-        (Side::Target, TlsMode::Implicit) => 993,
-        (Side::Target, _) => 143,
+    let port = raw.port.unwrap_or(match tls {
+        TlsMode::Implicit => ports.0,
+        _ => ports.1,
     });
     let host = raw.host.trim().to_owned();
     if host.is_empty() {
         return Err("host: must not be empty".into());
     }
-    let auth = match (side, raw.auth.unwrap_or(RawAuth::Auto)) {
-        (_, RawAuth::Auto) => AuthMechanism::Auto,
-        (_, RawAuth::Plain) => AuthMechanism::Plain,
-        (Side::Source, RawAuth::User) => AuthMechanism::User,
-        (Side::Source, RawAuth::Apop) => AuthMechanism::Apop,
-        (Side::Target, RawAuth::Login) => AuthMechanism::Login,
-        (Side::Source, RawAuth::Login) => {
-            return Err("auth: the POP3 side takes auto, user, apop or plain".into());
-        }
-        (Side::Target, _) => return Err("auth: the IMAP side takes auto, login or plain".into()),
+    let auth = match raw.auth {
+        None => A::default(),
+        Some(name) => A::from_name(name).ok_or_else(|| {
+            format!(
+                "auth: {name:?} is not a mechanism for {}; [accounts.{}] takes {}",
+                A::PROTOCOL,
+                A::SIDE,
+                A::accepted()
+            )
+        })?,
     };
     let loopback = is_loopback(&host);
-    // APOP sends a digest, not the password; every other method sends it.
-    let sends_password = auth != AuthMechanism::Apop;
-    if tls == TlsMode::None && sends_password && !loopback && !raw.allow_plaintext_password {
+    if tls == TlsMode::None && auth.sends_password() && !loopback && !raw.allow_plaintext_password {
         return Err(format!(
             "tls: \"none\" would send the password for {host} unencrypted; use tls = \"implicit\" or \"starttls\", or set allow_plaintext_password = true on this side if you accept that"
         ));
@@ -275,7 +295,7 @@ fn server(
     if timeout.is_zero() {
         return Err("timeout: must be longer than zero".into());
     }
-    let ca_file = raw.ca_file.as_ref().map(|p| absolutize(base, p));
+    let ca_file = raw.ca_file.map(|p| absolutize(base, p));
     if let Some(p) = &ca_file
         && !p.is_file()
     {
@@ -284,11 +304,12 @@ fn server(
             p.display()
         ));
     }
-    let password = if resolve_secrets {
-        resolve_secret(&raw.password).map_err(|m| format!("password: {m}"))?
-    } else {
-        SecretString::from(String::new())
-    };
+    let password = secret_source(raw.password);
+    if resolve_secrets {
+        password
+            .resolve_blocking()
+            .map_err(|m| format!("password: {m}"))?;
+    }
     Ok(ServerSettings {
         endpoint: Endpoint {
             host,
@@ -297,11 +318,20 @@ fn server(
             ca_file,
             timeout,
         },
-        username: raw.username.clone(),
+        username: raw.username.to_owned(),
         password,
         auth,
         allow_plaintext_password: raw.allow_plaintext_password || loopback,
     })
+}
+
+fn secret_source(raw: &RawSecret) -> SecretSource {
+    match raw {
+        RawSecret::Plain(s) => SecretSource::Literal(SecretString::from(s.as_str())),
+        RawSecret::Source(RawSecretSource::Env(var)) => SecretSource::Env(var.clone()),
+        RawSecret::Source(RawSecretSource::File(path)) => SecretSource::File(path.clone()),
+        RawSecret::Source(RawSecretSource::Command(cmd)) => SecretSource::Command(cmd.clone()),
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -328,186 +358,4 @@ fn validate_flag(flag: &str) -> Result<(), String> {
         return Err("\\Recent cannot be set by a client".into());
     }
     Ok(())
-}
-
-fn resolve_secret(raw: &RawSecret) -> Result<SecretString, String> {
-    let value = match raw {
-        RawSecret::Plain(s) => s.clone(),
-        RawSecret::Source(RawSecretSource::Env(var)) => std::env::var(var)
-            .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"))?,
-        RawSecret::Source(RawSecretSource::File(path)) => {
-            let s = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
-            s.trim_end_matches(['\r', '\n']).to_owned()
-        }
-        RawSecret::Source(RawSecretSource::Command(cmd)) => {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run password command: {e}"))?;
-            if !out.status.success() {
-                // stderr only: stdout might hold part of a secret.
-                let err = String::from_utf8_lossy(&out.stderr);
-                return Err(format!(
-                    "password command failed ({}): {}",
-                    out.status,
-                    err.trim().chars().take(300).collect::<String>()
-                ));
-            }
-            String::from_utf8(out.stdout)
-                .map_err(|_| "password command printed non-UTF-8 output".to_string())?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned()
-        }
-    };
-    if value.is_empty() {
-        return Err("is empty".into());
-    }
-    Ok(SecretString::from(value))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[ledger]
-path = "ledger.db"
-
-[[accounts]]
-name = "legacy"
-
-[accounts.source]
-host = "pop.example.net"
-username = "me"
-password = "pw"
-
-[accounts.target]
-host = "imap.example.com"
-username = "me"
-password = "pw2"
-flags = ["\\Seen"]
-"#;
-
-    fn load(text: &str) -> Result<Config, ConfigError> {
-        load_str(text, Path::new("/etc/popferry/test.toml"), true)
-    }
-
-    #[test]
-    fn example_config_is_valid() {
-        let text = include_str!("../../config/popferry.example.toml");
-        let c = load_str(text, Path::new("/etc/popferry/popferry.toml"), false).expect("example");
-        assert_eq!(c.accounts.len(), 1);
-        assert_eq!(c.accounts[0].policy.max_attempts, 3);
-    }
-
-    #[test]
-    fn defaults_are_filled_in() {
-        let c = load(GOOD).expect("valid");
-        let a = &c.accounts[0];
-        assert_eq!(a.source.endpoint.port, 995);
-        assert_eq!(a.target.server.endpoint.port, 993);
-        assert_eq!(a.target.mailbox, "INBOX");
-        assert_eq!(a.policy.delete, DeletePolicy::Never);
-        assert_eq!(a.policy.max_message_size, 50 << 20);
-        assert_eq!(a.poll_interval, Duration::from_secs(300));
-        assert_eq!(c.ledger_path, PathBuf::from("/etc/popferry/ledger.db"));
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_line() {
-        let text = GOOD.replace(
-            "username = \"me\"\npassword = \"pw\"",
-            "username = \"me\"\npasword = \"pw\"",
-        );
-        let e = load(&text).expect_err("typo").to_string();
-        assert!(e.contains("pasword"), "{e}");
-        assert!(e.contains("line 11"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_account_names_point_at_both() {
-        let second = GOOD
-            .split_once("[[accounts]]")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        let text = format!("{GOOD}\n[[accounts]]{second}");
-        let e = load(&text).expect_err("duplicate").to_string();
-        assert!(e.contains("same name") && e.contains("line 5"), "{e}");
-    }
-
-    #[test]
-    fn plaintext_password_refused_off_loopback() {
-        let text = GOOD.replace(
-            "host = \"pop.example.net\"",
-            "host = \"pop.example.net\"\ntls = \"none\"",
-        );
-        let e = load(&text).expect_err("plaintext").to_string();
-        assert!(e.contains("allow_plaintext_password"), "{e}");
-        let ok = GOOD.replace(
-            "host = \"pop.example.net\"",
-            "host = \"127.0.0.1\"\ntls = \"none\"",
-        );
-        assert_eq!(
-            load(&ok).expect("loopback").accounts[0]
-                .source
-                .endpoint
-                .port,
-            110
-        );
-    }
-
-    #[test]
-    fn missing_env_var_is_named() {
-        let text = GOOD.replace(
-            "password = \"pw\"",
-            "password = { env = \"POPFERRY_TEST_SURELY_UNSET\" }",
-        );
-        let e = load(&text).expect_err("env").to_string();
-        assert!(
-            e.contains("POPFERRY_TEST_SURELY_UNSET") && e.contains("source.password"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn bad_duration_and_delete_policy_are_reported() {
-        let text = GOOD.replace(
-            "name = \"legacy\"",
-            "name = \"legacy\"\npoll_interval = \"5 fortnights\"",
-        );
-        assert!(
-            load(&text)
-                .expect_err("duration")
-                .to_string()
-                .contains("poll_interval")
-        );
-        let text = format!("{GOOD}\n[accounts.policy]\ndelete = \"sometimes\"\n");
-        assert!(
-            load(&text)
-                .expect_err("delete")
-                .to_string()
-                .contains("policy.delete")
-        );
-    }
-
-    #[test]
-    fn password_command_and_age_policy() {
-        let text = GOOD.replace(
-            "password = \"pw\"",
-            "password = { command = \"printf 's3cret\\\\n'\" }",
-        );
-        let text =
-            format!("{text}\n[accounts.policy]\ndelete = \"30d\"\nmax_message_size = \"10MB\"\n");
-        let c = load(&text).expect("valid");
-        use secrecy::ExposeSecret;
-        assert_eq!(c.accounts[0].source.password.expose_secret(), "s3cret");
-        assert_eq!(
-            c.accounts[0].policy.delete,
-            DeletePolicy::OlderThan(Duration::from_secs(30 * 86400))
-        );
-        assert_eq!(c.accounts[0].policy.max_message_size, 10_000_000);
-    }
 }

@@ -3,46 +3,75 @@
 //!
 //! Why the split (as ripgrep's low/high args): serde types mirror the file
 //! and carry its spans for error messages; the validated types are what the
-//! program can rely on (ports filled in, secrets resolved and wrapped in
-//! [`SecretString`], policies parsed), so no other module re-checks input.
+//! program can rely on (ports filled in, an authentication mechanism of the
+//! right protocol on each side, secrets checked, policies parsed), so no
+//! other module re-checks input. Secrets are kept as their source and read
+//! at each login through [`ServerSettings::credential`] (see `secret.rs`).
 
+mod auth;
 mod load;
 pub mod raw;
+mod secret;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
-
 pub use crate::net::{Endpoint, TlsMode};
+pub use auth::{ImapAuth, Mechanism, Pop3Auth};
 pub use load::{ConfigError, load_file, load_str, resolve_path};
+pub use secret::{Credential, CredentialError, SecretSource};
 
-/// Which authentication to use on a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMechanism {
-    /// The strongest the server offers that we support.
-    Auto,
-    /// POP3 USER/PASS.
-    User,
-    /// POP3 APOP (needs a timestamp in the greeting).
-    Apop,
-    /// SASL PLAIN (POP3 AUTH PLAIN, IMAP AUTHENTICATE PLAIN).
-    Plain,
-    /// IMAP LOGIN.
-    Login,
-}
-
-/// One server and how to log in to it.
+/// One server and how to log in to it; `A` is the protocol's
+/// authentication mechanism ([`Pop3Auth`] or [`ImapAuth`]).
 #[derive(Debug, Clone)]
-pub struct ServerSettings {
+pub struct ServerSettings<A> {
     pub endpoint: Endpoint,
     pub username: String,
-    pub password: SecretString,
-    pub auth: AuthMechanism,
+    /// Where the password comes from; [`ServerSettings::credential`] reads
+    /// it at each login.
+    pub password: SecretSource,
+    pub auth: A,
     /// Set when a password may cross a connection without TLS (always true
     /// for loopback hosts).
     pub allow_plaintext_password: bool,
 }
+
+/// The same when the configuration says the same (see [`Account`]'s
+/// equality). Written out rather than derived because [`Endpoint`] has no
+/// equality of its own; the destructuring makes a new field a compile error
+/// here until it is compared.
+impl<A: PartialEq> PartialEq for ServerSettings<A> {
+    fn eq(&self, other: &Self) -> bool {
+        let ServerSettings {
+            endpoint:
+                Endpoint {
+                    host,
+                    port,
+                    tls,
+                    ca_file,
+                    timeout,
+                },
+            username,
+            password,
+            auth,
+            allow_plaintext_password,
+        } = self;
+        let o = &other.endpoint;
+        *host == o.host
+            && *port == o.port
+            && *tls == o.tls
+            && *ca_file == o.ca_file
+            && *timeout == o.timeout
+            && *username == other.username
+            && *password == other.password
+            && *auth == other.auth
+            && *allow_plaintext_password == other.allow_plaintext_password
+    }
+}
+
+impl<A: Eq> Eq for ServerSettings<A> {}
 
 /// How the INTERNALDATE of an appended message is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +93,15 @@ pub enum DeletePolicy {
     OlderThan(Duration),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSettings {
-    pub server: ServerSettings,
+    pub server: ServerSettings<ImapAuth>,
     pub mailbox: String,
     pub flags: Vec<String>,
     pub internal_date: InternalDate,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub delete: DeletePolicy,
     pub max_message_size: u64,
@@ -80,11 +109,16 @@ pub struct Policy {
     pub max_attempts: u32,
 }
 
-#[derive(Debug, Clone)]
+/// One account. Two accounts are equal when the configuration says the
+/// same about them: that is how a reload tells a changed account (its task
+/// restarts) from an unchanged one (it keeps its schedule). Passwords compare
+/// by their source ([`SecretSource`]), so a rotated password file is not a
+/// change: the next login reads it anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     pub poll_interval: Duration,
-    pub source: ServerSettings,
+    pub source: ServerSettings<Pop3Auth>,
     pub target: TargetSettings,
     pub policy: Policy,
 }

@@ -1,6 +1,12 @@
 //! The configuration file exactly as written: serde types that mirror the
 //! TOML, reject unknown keys (the error names the key and its line) and do
-//! no validation beyond parsing. [`super::load`] turns them into settings.
+//! no validation beyond parsing. `load.rs` turns them into settings.
+//!
+//! Why each side has its own table type although they share most keys:
+//! serde's unknown-key message lists the keys the table takes, and that list
+//! must be the side's own (`mailbox` is no key of `[accounts.source]`).
+//! `auth` stays a string here so that the loader, which knows the account,
+//! can say which mechanisms that side takes.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,42 +44,98 @@ pub struct RawAccount {
     pub name: String,
     #[serde(default, with = "humantime_serde::option")]
     pub poll_interval: Option<Duration>,
-    pub source: RawServer,
-    pub target: RawServer,
+    pub source: RawSource,
+    pub target: RawTarget,
     #[serde(default)]
     pub policy: RawPolicy,
 }
 
-/// One side of an account: the connection keys both sides share, plus the
-/// keys only the IMAP target takes.
+/// `[accounts.source]`, the POP3 side: the connection keys only, so that an
+/// unknown key is reported with exactly the keys this side takes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub struct RawSource {
     pub host: String,
     pub port: Option<u16>,
     pub tls: Option<crate::net::TlsMode>,
     pub username: String,
     pub password: RawSecret,
-    pub auth: Option<RawAuth>,
+    /// Checked against the POP3 mechanisms by the loader, which names the
+    /// account in its message.
+    pub auth: Option<String>,
     pub ca_file: Option<PathBuf>,
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub allow_plaintext_password: bool,
-    // Target only (the source side refuses them with a clear message).
+}
+
+/// `[accounts.target]`, the IMAP side: the same connection keys as
+/// [`RawSource`], plus the keys about where and how messages are appended.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<crate::net::TlsMode>,
+    pub username: String,
+    pub password: RawSecret,
+    /// Checked against the IMAP mechanisms by the loader.
+    pub auth: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub allow_plaintext_password: bool,
     pub mailbox: Option<String>,
     pub flags: Option<Vec<String>>,
     pub internal_date: Option<RawInternalDate>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RawAuth {
-    Auto,
-    User,
-    Apop,
-    Plain,
-    Login,
+/// The connection keys of either side, borrowed, so that one function
+/// validates both.
+pub struct RawConnection<'a> {
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub tls: Option<crate::net::TlsMode>,
+    pub username: &'a str,
+    pub password: &'a RawSecret,
+    pub auth: Option<&'a str>,
+    pub ca_file: Option<&'a PathBuf>,
+    pub timeout: Option<Duration>,
+    pub allow_plaintext_password: bool,
+}
+
+impl RawSource {
+    pub fn connection(&self) -> RawConnection<'_> {
+        RawConnection {
+            host: &self.host,
+            port: self.port,
+            tls: self.tls,
+            username: &self.username,
+            password: &self.password,
+            auth: self.auth.as_deref(),
+            ca_file: self.ca_file.as_ref(),
+            timeout: self.timeout,
+            allow_plaintext_password: self.allow_plaintext_password,
+        }
+    }
+}
+
+impl RawTarget {
+    pub fn connection(&self) -> RawConnection<'_> {
+        RawConnection {
+            host: &self.host,
+            port: self.port,
+            tls: self.tls,
+            username: &self.username,
+            password: &self.password,
+            auth: self.auth.as_deref(),
+            ca_file: self.ca_file.as_ref(),
+            timeout: self.timeout,
+            allow_plaintext_password: self.allow_plaintext_password,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

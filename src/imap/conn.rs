@@ -42,7 +42,7 @@ use super::caps::Capabilities;
 use super::encode::{self, Arg};
 use super::error::ImapError;
 use super::{Appended, MailboxStatus};
-use crate::config::{AuthMechanism, ServerSettings};
+use crate::config::{Credential, ImapAuth, ServerSettings};
 use crate::spool::SpooledMessage;
 
 /// What one ordinary command may read in total.
@@ -850,7 +850,7 @@ impl<S: ImapIo> Conn<S> {
     /// allowed; picks AUTHENTICATE PLAIN or LOGIN; refreshes capabilities.
     pub(crate) async fn authenticate(
         &mut self,
-        settings: &ServerSettings,
+        settings: &ServerSettings<ImapAuth>,
         tls: bool,
     ) -> Result<(), ImapError> {
         if !tls && !settings.allow_plaintext_password {
@@ -859,12 +859,9 @@ impl<S: ImapIo> Conn<S> {
             });
         }
         let plain = match settings.auth {
-            AuthMechanism::Plain => true,
-            AuthMechanism::Login => false,
-            AuthMechanism::Auto => self.caps.auth("PLAIN"),
-            AuthMechanism::User | AuthMechanism::Apop => {
-                return Err(self.invalid("auth = user/apop is for POP3; use auto, login or plain"));
-            }
+            ImapAuth::Plain => true,
+            ImapAuth::Login => false,
+            ImapAuth::Auto => self.caps.auth("PLAIN"),
         };
         if !plain && self.caps.login_disabled() {
             return Err(ImapError::Auth {
@@ -874,7 +871,15 @@ impl<S: ImapIo> Conn<S> {
             });
         }
         let user = settings.username.as_bytes();
-        let password = settings.password.expose_secret().as_bytes();
+        let Credential::Password(password) =
+            settings
+                .credential()
+                .await
+                .map_err(|source| ImapError::Credential {
+                    server: self.server.clone(),
+                    source,
+                })?;
+        let password = password.expose_secret().as_bytes();
         let done = if plain {
             self.auth_plain(user, password).await?
         } else {
@@ -1201,7 +1206,7 @@ impl<S: ImapIo> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthMechanism, Endpoint, ServerSettings, TlsMode};
+    use crate::config::{Endpoint, ImapAuth, ServerSettings, TlsMode};
     use async_imap::imap_proto::Response;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
@@ -1283,7 +1288,7 @@ mod tests {
         c
     }
 
-    fn settings(auth: AuthMechanism, password: &str) -> ServerSettings {
+    fn settings(auth: ImapAuth, password: &str) -> ServerSettings<ImapAuth> {
         ServerSettings {
             endpoint: Endpoint {
                 host: "imap.test".into(),
@@ -1587,7 +1592,7 @@ mod tests {
             Send("* CAPABILITY IMAP4rev1 UIDPLUS BINARY\r\npf2 OK done\r\n"),
         ]);
         let mut c = conn(s, &["IMAP4rev1", "AUTH=PLAIN"]);
-        c.authenticate(&settings(AuthMechanism::Login, "pä\"ss"), false)
+        c.authenticate(&settings(ImapAuth::Login, "pä\"ss"), false)
             .await
             .expect("login");
         assert!(c.caps.binary() && c.caps.uidplus());
@@ -1602,7 +1607,7 @@ mod tests {
             Send("pf1 OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in\r\n"),
         ]);
         let mut c = conn(s, &["AUTH=PLAIN", "SASL-IR"]);
-        c.authenticate(&settings(AuthMechanism::Auto, "secret"), true)
+        c.authenticate(&settings(ImapAuth::Auto, "secret"), true)
             .await
             .expect("auth");
         assert!(c.caps.literal_plus());
@@ -1616,7 +1621,7 @@ mod tests {
         ]);
         let mut c = conn(s, &["AUTH=PLAIN"]);
         let e = c
-            .authenticate(&settings(AuthMechanism::Auto, "secret"), true)
+            .authenticate(&settings(ImapAuth::Auto, "secret"), true)
             .await
             .expect_err("refused");
         assert!(
@@ -1633,11 +1638,11 @@ mod tests {
         let (s, h) = fake(vec![]);
         let mut c = conn(s, &["LOGINDISABLED"]);
         let e = c
-            .authenticate(&settings(AuthMechanism::Auto, "secret"), true)
+            .authenticate(&settings(ImapAuth::Auto, "secret"), true)
             .await
             .expect_err("disabled");
         assert!(matches!(e, ImapError::Auth { .. }), "{e}");
-        let mut plain = settings(AuthMechanism::Login, "secret");
+        let mut plain = settings(ImapAuth::Login, "secret");
         plain.allow_plaintext_password = false;
         let e = c.authenticate(&plain, false).await.expect_err("plaintext");
         assert!(matches!(e, ImapError::PlaintextRefused { .. }), "{e}");
@@ -1650,7 +1655,7 @@ mod tests {
         ]);
         let mut c = conn(s, &[]);
         let e = c
-            .authenticate(&settings(AuthMechanism::Auto, "secret"), true)
+            .authenticate(&settings(ImapAuth::Auto, "secret"), true)
             .await
             .expect_err("unavailable");
         assert!(e.is_transient(), "{e}");

@@ -84,6 +84,15 @@ pub enum ImapError {
         source: io::Error,
     },
 
+    /// The password could not be read at login, though it could when the
+    /// configuration was loaded (a file rotated away, a command failing).
+    #[error("IMAP server {server}: {source}")]
+    Credential {
+        server: String,
+        #[source]
+        source: crate::config::CredentialError,
+    },
+
     /// An argument cannot be expressed in IMAP (a bad flag, date or name).
     #[error("cannot send to IMAP server {server}: {what}")]
     InvalidArgument { server: String, what: String },
@@ -133,7 +142,10 @@ impl ImapError {
     pub fn is_transient(&self) -> bool {
         match self {
             ImapError::Net(e) => e.is_transient(),
-            ImapError::Timeout { .. } | ImapError::Bye { .. } | ImapError::Io { .. } => true,
+            ImapError::Timeout { .. }
+            | ImapError::Bye { .. }
+            | ImapError::Io { .. }
+            | ImapError::Credential { .. } => true,
             ImapError::No { code, .. } => code
                 .as_deref()
                 .is_some_and(|c| TRANSIENT_CODES.iter().any(|t| t.eq_ignore_ascii_case(c))),

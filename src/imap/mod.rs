@@ -58,7 +58,7 @@ pub use caps::Capabilities;
 pub use error::ImapError;
 pub use pipeline::{AppendPipeline, AppendResult, MAX_WINDOW as MAX_APPEND_WINDOW};
 
-use crate::config::ServerSettings;
+use crate::config::{ImapAuth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
 use crate::spool::SpooledMessage;
 use conn::Conn;
@@ -110,7 +110,7 @@ impl std::fmt::Debug for Session {
 /// downgrade. A password is never sent without TLS unless
 /// `allow_plaintext_password` is set. `auth = auto` uses AUTHENTICATE PLAIN
 /// when offered, else LOGIN (unless the server says LOGINDISABLED).
-pub async fn connect(settings: &ServerSettings) -> Result<Session, ImapError> {
+pub async fn connect(settings: &ServerSettings<ImapAuth>) -> Result<Session, ImapError> {
     let ep = &settings.endpoint;
     let server = ep.to_string();
     let (mut conn, preauth) = match ep.tls {

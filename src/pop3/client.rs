@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connection::Connection;
 use super::error::Pop3Error;
 use super::proto::{self, Capabilities, Command, DotDecoder, RespCode, Status, StatusKind};
-use crate::config::{AuthMechanism, ServerSettings};
+use crate::config::{Credential, Pop3Auth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
 
 /// Most entries a LIST or UIDL listing may have; beyond that the server is
@@ -33,7 +33,7 @@ const MAX_CAPA_LINES: usize = 1_000;
 
 /// Connects, negotiates TLS as configured, reads the capabilities and logs
 /// in. The result is an authorized session (RFC 1939 TRANSACTION state).
-pub async fn connect(settings: &ServerSettings) -> Result<Session, Pop3Error> {
+pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop3Error> {
     let ep = &settings.endpoint;
     let stream = net::connect(ep).await?;
     let mut is_tls = stream.is_tls();
@@ -217,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub async fn establish(
         stream: S,
         is_tls: bool,
-        settings: &ServerSettings,
+        settings: &ServerSettings<Pop3Auth>,
     ) -> Result<Session<S>, Pop3Error> {
         let ep = &settings.endpoint;
         let mut conn = Connection::new(stream, ep.to_string(), ep.timeout);
@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         greeting: &[u8],
         caps: Capabilities,
         tls: bool,
-        settings: &ServerSettings,
+        settings: &ServerSettings<Pop3Auth>,
     ) -> Result<Session<S>, Pop3Error> {
         let timestamp = proto::apop_timestamp(greeting);
         let plaintext_ok = tls || settings.allow_plaintext_password;
@@ -240,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             what,
         };
         let login = match settings.auth {
-            AuthMechanism::Auto => {
+            Pop3Auth::Auto => {
                 let password = if caps.sasl("PLAIN") {
                     Some(Login::Plain)
                 } else if caps.user() || !caps.announced() {
@@ -261,16 +261,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
-            AuthMechanism::User => Login::User,
-            AuthMechanism::Plain => Login::Plain,
-            AuthMechanism::Apop => Login::Apop,
-            AuthMechanism::Login => {
-                return Err(unsupported(
-                    &conn,
-                    "auth = \"login\" is an IMAP mechanism; use auto, user, apop or plain for POP3"
-                        .into(),
-                ));
-            }
+            Pop3Auth::User => Login::User,
+            Pop3Auth::Plain => Login::Plain,
+            Pop3Auth::Apop => Login::Apop,
         };
         if login != Login::Apop && !plaintext_ok {
             return Err(Pop3Error::PlaintextRefused {
@@ -279,7 +272,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             });
         }
         let user = settings.username.as_str();
-        let password = &settings.password;
+        let Credential::Password(password) =
+            settings
+                .credential()
+                .await
+                .map_err(|source| Pop3Error::Credential {
+                    server: conn.server().to_owned(),
+                    source,
+                })?;
         tracing::debug!(server = %conn.server(), user, mechanism = login.name(), tls, "POP3 login");
         match login {
             Login::User => {

@@ -71,6 +71,15 @@ pub enum Pop3Error {
         mechanism: &'static str,
     },
 
+    /// The password could not be read at login, though it could when the
+    /// configuration was loaded (a file rotated away, a command failing).
+    #[error("POP3 server {server}: {source}")]
+    Credential {
+        server: String,
+        #[source]
+        source: crate::config::CredentialError,
+    },
+
     /// The server lacks something this configuration needs.
     #[error("POP3 server {server}: {what}")]
     Unsupported { server: String, what: String },
@@ -96,7 +105,8 @@ impl Pop3Error {
             | Pop3Error::Closed { .. }
             | Pop3Error::InUse { .. }
             | Pop3Error::LoginDelay { .. }
-            | Pop3Error::SysTemp { .. } => true,
+            | Pop3Error::SysTemp { .. }
+            | Pop3Error::Credential { .. } => true,
             Pop3Error::Auth { .. }
             | Pop3Error::Server { .. }
             | Pop3Error::Protocol { .. }

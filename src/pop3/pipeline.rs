@@ -258,11 +258,10 @@ mod tests {
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
-    use secrecy::SecretString;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     use super::*;
-    use crate::config::{AuthMechanism, ServerSettings};
+    use crate::config::{Pop3Auth, ServerSettings};
     use crate::net::{Endpoint, TlsMode};
 
     #[derive(Default)]
@@ -347,7 +346,7 @@ mod tests {
         }
     }
 
-    fn settings() -> ServerSettings {
+    fn settings() -> ServerSettings<Pop3Auth> {
         ServerSettings {
             endpoint: Endpoint {
                 host: "pop.test".into(),
@@ -357,8 +356,8 @@ mod tests {
                 timeout: Duration::from_secs(2),
             },
             username: "me".into(),
-            password: SecretString::from("pw"),
-            auth: AuthMechanism::User,
+            password: "pw".into(),
+            auth: Pop3Auth::User,
             allow_plaintext_password: true,
         }
     }

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use secrecy::SecretString;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::config::{AuthMechanism, ServerSettings};
+use crate::config::{Pop3Auth, ServerSettings};
 use crate::net::{Endpoint, TlsMode};
 
 const PASSWORD: &str = "s3cr3t-pa55";
@@ -95,7 +94,7 @@ fn scripted(steps: Vec<Step>) -> (tokio::io::DuplexStream, JoinHandle<Result<(),
     (client, handle)
 }
 
-fn settings(auth: AuthMechanism, allow_plaintext: bool) -> ServerSettings {
+fn settings(auth: Pop3Auth, allow_plaintext: bool) -> ServerSettings<Pop3Auth> {
     ServerSettings {
         endpoint: Endpoint {
             host: "pop.test".into(),
@@ -105,7 +104,7 @@ fn settings(auth: AuthMechanism, allow_plaintext: bool) -> ServerSettings {
             timeout: Duration::from_secs(5),
         },
         username: "me".into(),
-        password: SecretString::from(PASSWORD),
+        password: PASSWORD.into(),
         auth,
         allow_plaintext_password: allow_plaintext,
     }
@@ -138,7 +137,7 @@ async fn session(
     JoinHandle<Result<(), String>>,
 ) {
     let (io, server) = scripted(steps);
-    let sess = Session::establish(io, false, &settings(AuthMechanism::Auto, true))
+    let sess = Session::establish(io, false, &settings(Pop3Auth::Auto, true))
         .await
         .unwrap();
     (sess, server)
@@ -219,9 +218,9 @@ async fn apop_login_in_the_clear() {
         c("APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
         s("+OK mrose's maildrop has 2 messages (320 octets)\r\n"),
     ]);
-    let mut set = settings(AuthMechanism::Apop, false);
+    let mut set = settings(Pop3Auth::Apop, false);
     set.username = "mrose".into();
-    set.password = SecretString::from("tanstaaf");
+    set.password = "tanstaaf".into();
     let sess = Session::establish(io, false, &set).await.unwrap();
     assert!(!sess.capabilities().announced());
     server.await.unwrap().unwrap();
@@ -236,9 +235,9 @@ async fn auto_prefers_apop_when_password_may_not_travel() {
         c("APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
         s("+OK\r\n"),
     ]);
-    let mut set = settings(AuthMechanism::Auto, false);
+    let mut set = settings(Pop3Auth::Auto, false);
     set.username = "mrose".into();
-    set.password = SecretString::from("tanstaaf");
+    set.password = "tanstaaf".into();
     Session::establish(io, false, &set).await.unwrap();
     server.await.unwrap().unwrap();
 }
@@ -255,7 +254,7 @@ async fn auth_plain() {
         c(response),
         s("+OK Logged in.\r\n"),
     ]);
-    let sess = Session::establish(io, true, &settings(AuthMechanism::Auto, false))
+    let sess = Session::establish(io, true, &settings(Pop3Auth::Auto, false))
         .await
         .unwrap();
     assert!(sess.is_tls());
@@ -277,7 +276,7 @@ async fn server_without_capa_gets_user_pass() {
         c(format!("PASS {PASSWORD}")),
         s("+OK\r\n"),
     ]);
-    let sess = Session::establish(io, false, &settings(AuthMechanism::Auto, true))
+    let sess = Session::establish(io, false, &settings(Pop3Auth::Auto, true))
         .await
         .unwrap();
     assert!(!sess.capabilities().announced());
@@ -295,7 +294,7 @@ async fn login_error(reply: &str) -> Pop3Error {
         c(format!("PASS {PASSWORD}")),
         s(format!("{reply}\r\n")),
     ]);
-    match Session::establish(io, false, &settings(AuthMechanism::User, true)).await {
+    match Session::establish(io, false, &settings(Pop3Auth::User, true)).await {
         Ok(_) => panic!("login should fail"),
         Err(e) => e,
     }
@@ -350,7 +349,7 @@ async fn plaintext_password_refused_without_tls() {
         s("+OK\r\nUSER\r\n.\r\n"),
         Step::Eof,
     ]);
-    let e = match Session::establish(io, false, &settings(AuthMechanism::Auto, false)).await {
+    let e = match Session::establish(io, false, &settings(Pop3Auth::Auto, false)).await {
         Ok(_) => panic!("must refuse"),
         Err(e) => e,
     };
@@ -571,7 +570,7 @@ async fn truncated_message_is_an_error() {
 #[tokio::test]
 async fn silent_server_times_out() {
     let (io, _server) = scripted(vec![Step::Hang]);
-    let mut set = settings(AuthMechanism::Auto, true);
+    let mut set = settings(Pop3Auth::Auto, true);
     set.endpoint.timeout = Duration::from_millis(200);
     let started = std::time::Instant::now();
     let e = match Session::establish(io, false, &set).await {
@@ -607,7 +606,7 @@ async fn overlong_status_line_is_a_protocol_error() {
     huge.extend(std::iter::repeat_n(b'x', 4 * 1024 * 1024));
     huge.extend_from_slice(b"\r\n");
     let (io, _server) = scripted(vec![Step::Send(huge)]);
-    let e = match Session::establish(io, false, &settings(AuthMechanism::Auto, true)).await {
+    let e = match Session::establish(io, false, &settings(Pop3Auth::Auto, true)).await {
         Ok(_) => panic!("must fail"),
         Err(e) => e,
     };
@@ -618,7 +617,7 @@ async fn overlong_status_line_is_a_protocol_error() {
 #[tokio::test]
 async fn garbage_instead_of_status_is_a_protocol_error() {
     let (io, _server) = scripted(vec![s(b"* OK IMAP4rev1 ready\r\n")]);
-    let e = match Session::establish(io, false, &settings(AuthMechanism::Auto, true)).await {
+    let e = match Session::establish(io, false, &settings(Pop3Auth::Auto, true)).await {
         Ok(_) => panic!("must fail"),
         Err(e) => e,
     };
@@ -684,7 +683,7 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
 
     // USER/PASS
     let (io, server) = scripted(user_login());
-    Session::establish(io, false, &settings(AuthMechanism::User, true))
+    Session::establish(io, false, &settings(Pop3Auth::User, true))
         .await
         .unwrap();
     server.await.unwrap().unwrap();
@@ -699,13 +698,13 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
         c(response.clone()),
         s("+OK\r\n"),
     ]);
-    Session::establish(io, true, &settings(AuthMechanism::Plain, false))
+    Session::establish(io, true, &settings(Pop3Auth::Plain, false))
         .await
         .unwrap();
     server.await.unwrap().unwrap();
     // APOP
-    let mut set = settings(AuthMechanism::Apop, false);
-    set.password = SecretString::from("tanstaaf");
+    let mut set = settings(Pop3Auth::Apop, false);
+    set.password = "tanstaaf".into();
     set.username = "mrose".into();
     let (io, server) = scripted(vec![
         s("+OK <1896.697170952@dbc.mtview.ca.us>\r\n"),
@@ -743,8 +742,8 @@ async fn listener_with(steps: Vec<Step>) -> (u16, JoinHandle<Result<(), String>>
     (port, handle)
 }
 
-fn loopback(port: u16, tls: TlsMode) -> ServerSettings {
-    let mut set = settings(AuthMechanism::Auto, true);
+fn loopback(port: u16, tls: TlsMode) -> ServerSettings<Pop3Auth> {
+    let mut set = settings(Pop3Auth::Auto, true);
     set.endpoint.host = "127.0.0.1".into();
     set.endpoint.port = port;
     set.endpoint.tls = tls;

@@ -19,6 +19,11 @@
 //!   account (or removes and re-adds it), the new task waits until the old
 //!   one has finished its pass, and a pass cut short by a stop or a reload
 //!   is not reported to the [`Observer`].
+//! - A reload restarts only the accounts whose settings changed, by
+//!   comparing the settings themselves (`Account`'s equality), not a digest
+//!   of their debug output: passwords compare by their source (the variable,
+//!   the file, the command), because every login reads the secret anew, so
+//!   rotating a password file restarts nothing and no secret is hashed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -116,7 +121,9 @@ impl Backoff {
                 self.base.saturating_mul(1u32 << exp).min(self.cap)
             }
         };
-        // A server's LOGIN-DELAY or [IN-USE] sets a floor.
+        // A POP3 LOGIN-DELAY (announced in CAPA, or a [LOGIN-DELAY]
+        // refusal) sets a floor. [IN-USE] sets none: it is a transient
+        // failure like a timeout and backs off as above.
         report.retry_after.map_or(base, |floor| base.max(floor))
     }
 }
@@ -145,21 +152,13 @@ fn random() -> u64 {
     RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A fingerprint of everything about an account, secrets included (hashed),
-/// to tell a changed account from an unchanged one on reload.
-fn fingerprint(a: &Account) -> String {
-    use secrecy::ExposeSecret;
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(format!("{a:?}"));
-    h.update(a.source.password.expose_secret());
-    h.update([0]);
-    h.update(a.target.server.password.expose_secret());
-    crate::spool::hex(&h.finalize())
-}
-
 struct Running {
-    fingerprint: String,
+    /// The settings the task runs with, to compare with a reloaded
+    /// configuration: an account whose settings are equal keeps its task
+    /// and its schedule (see `Account`'s equality: passwords compare by
+    /// their source, and a rotated password file is read at the next login
+    /// anyway).
+    account: Arc<Account>,
     cancel: CancellationToken,
     /// Cancelled when the task has ended (its last pass is over).
     exited: CancellationToken,
@@ -221,11 +220,9 @@ impl Scheduler {
             accounts.iter().map(|a| (a.name.as_str(), a)).collect();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            let keep = wanted.get(name.as_str()).is_some_and(|a| {
-                self.running
-                    .get(&name)
-                    .is_some_and(|r| r.fingerprint == fingerprint(a))
-            });
+            let keep = wanted
+                .get(name.as_str())
+                .is_some_and(|a| self.running.get(&name).is_some_and(|r| *r.account == **a));
             if !keep && let Some(r) = self.running.remove(&name) {
                 r.cancel.cancel();
                 self.exiting.insert(name.clone(), r.exited);
@@ -245,17 +242,18 @@ impl Scheduler {
             }
             let cancel = self.shutdown.child_token();
             let exited = CancellationToken::new();
+            let account = Arc::new(a.clone());
             self.running.insert(
                 a.name.clone(),
                 Running {
-                    fingerprint: fingerprint(a),
+                    account: account.clone(),
                     cancel: cancel.clone(),
                     exited: exited.clone(),
                 },
             );
             let previous = self.exiting.remove(&a.name);
             let task = AccountTask {
-                account: Arc::new(a.clone()),
+                account,
                 runner: self.runner.clone(),
                 observer: self.observer.clone(),
                 limit: self.limit.clone(),
@@ -280,8 +278,11 @@ impl Scheduler {
     }
 
     /// Asks every account to stop at its next safe point and waits up to
-    /// `deadline`. Returns false if some pass was still running then (it is
-    /// dropped; an APPEND it had in flight is settled by the next start).
+    /// `deadline`. Returns false if some pass was still running then: it is
+    /// not aborted here and goes on until the process's runtime shuts down
+    /// and drops it at whatever await it has reached. An APPEND it had in
+    /// flight keeps its intent row, which the account's next pass settles by
+    /// looking in the target (guarantee 2).
     pub async fn shutdown(self, deadline: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();

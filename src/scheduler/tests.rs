@@ -330,3 +330,58 @@ fn scaled_backoff_keeps_its_shape() {
     assert_eq!(b.next_delay(i, &perm, 1), Duration::from_secs(6));
     assert_eq!(b.next_delay(i, &Report::default(), 0), i);
 }
+
+/// The account "rotating" as a reload reads it: its POP3 password in
+/// `file`, its POP3 server `host`.
+fn account_with_password_file(file: &std::path::Path, host: &str) -> Account {
+    let text = format!(
+        r#"
+[ledger]
+path = "/tmp/unused.db"
+[[accounts]]
+name = "rotating"
+poll_interval = "1m"
+[accounts.source]
+host = "{host}"
+username = "u"
+password = {{ file = {file:?} }}
+[accounts.target]
+host = "127.0.0.1"
+username = "u"
+password = "p"
+"#,
+        file = file.display().to_string()
+    );
+    let mut cfg =
+        crate::config::load_str(&text, std::path::Path::new("/tmp/x.toml"), true).expect("config");
+    cfg.accounts.remove(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotated_password_file_restarts_nothing_a_new_host_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pop.pw");
+    std::fs::write(&file, "first\n").expect("write");
+    let script = Script::new(Duration::ZERO, ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 4);
+    s.apply(&[account_with_password_file(&file, "127.0.0.1")]);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(script.times("rotating").len(), 1, "first pass");
+
+    // The next login reads the file anyway: same account, same schedule.
+    std::fs::write(&file, "rotated\n").expect("rotate");
+    let c = s.apply(&[account_with_password_file(&file, "127.0.0.1")]);
+    assert_eq!(c, Changes::default(), "a rotated password is not a change");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        script.times("rotating").len(),
+        1,
+        "a restarted task would have run again within its first 10 s"
+    );
+
+    let c = s.apply(&[account_with_password_file(&file, "localhost")]);
+    assert_eq!(c.changed, ["rotating"]);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(s.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(script.times("rotating").len(), 2, "restarted at once");
+}

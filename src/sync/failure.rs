@@ -16,9 +16,9 @@ pub(super) struct Failure {
 }
 
 /// "what (user u): error", naming the server unless the error already does.
-pub(super) fn describe(
+pub(super) fn describe<A>(
     side: &str,
-    s: &ServerSettings,
+    s: &ServerSettings<A>,
     what: &str,
     e: &dyn std::fmt::Display,
 ) -> String {

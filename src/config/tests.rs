@@ -1,0 +1,370 @@
+//! Loading the configuration: defaults, the errors a user sees (each names
+//! the account, the side and the key, and never quotes a line), auth
+//! mechanisms per side, and when two loads describe the same account.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+[ledger]
+path = "ledger.db"
+
+[[accounts]]
+name = "legacy"
+
+[accounts.source]
+host = "pop.example.net"
+username = "me"
+password = "pw"
+
+[accounts.target]
+host = "imap.example.com"
+username = "me"
+password = "pw2"
+flags = ["\\Seen"]
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_str(text, Path::new("/etc/popferry/test.toml"), true)
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../config/popferry.example.toml");
+    let c = load_str(text, Path::new("/etc/popferry/popferry.toml"), false).expect("example");
+    assert_eq!(c.accounts.len(), 1);
+    assert_eq!(c.accounts[0].policy.max_attempts, 3);
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let c = load(GOOD).expect("valid");
+    let a = &c.accounts[0];
+    assert_eq!(a.source.endpoint.port, 995);
+    assert_eq!(a.target.server.endpoint.port, 993);
+    assert_eq!(a.target.mailbox, "INBOX");
+    assert_eq!(a.policy.delete, DeletePolicy::Never);
+    assert_eq!(a.policy.max_message_size, 50 << 20);
+    assert_eq!(a.poll_interval, Duration::from_secs(300));
+    assert_eq!(c.ledger_path, PathBuf::from("/etc/popferry/ledger.db"));
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let text = GOOD.replace(
+        "username = \"me\"\npassword = \"pw\"",
+        "username = \"me\"\npasword = \"pw\"",
+    );
+    let e = load(&text).expect_err("typo").to_string();
+    assert!(e.contains("pasword"), "{e}");
+    assert!(e.contains("line 11"), "{e}");
+}
+
+#[test]
+fn duplicate_account_names_point_at_both() {
+    let second = GOOD
+        .split_once("[[accounts]]")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let text = format!("{GOOD}\n[[accounts]]{second}");
+    let e = load(&text).expect_err("duplicate").to_string();
+    assert!(e.contains("same name") && e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn plaintext_password_refused_off_loopback() {
+    let text = GOOD.replace(
+        "host = \"pop.example.net\"",
+        "host = \"pop.example.net\"\ntls = \"none\"",
+    );
+    let e = load(&text).expect_err("plaintext").to_string();
+    assert!(e.contains("allow_plaintext_password"), "{e}");
+    let ok = GOOD.replace(
+        "host = \"pop.example.net\"",
+        "host = \"127.0.0.1\"\ntls = \"none\"",
+    );
+    assert_eq!(
+        load(&ok).expect("loopback").accounts[0]
+            .source
+            .endpoint
+            .port,
+        110
+    );
+}
+
+#[test]
+fn missing_env_var_is_named() {
+    let text = GOOD.replace(
+        "password = \"pw\"",
+        "password = { env = \"POPFERRY_TEST_SURELY_UNSET\" }",
+    );
+    let e = load(&text).expect_err("env").to_string();
+    assert!(
+        e.contains("POPFERRY_TEST_SURELY_UNSET") && e.contains("source.password"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_duration_and_delete_policy_are_reported() {
+    let text = GOOD.replace(
+        "name = \"legacy\"",
+        "name = \"legacy\"\npoll_interval = \"5 fortnights\"",
+    );
+    assert!(
+        load(&text)
+            .expect_err("duration")
+            .to_string()
+            .contains("poll_interval")
+    );
+    let text = format!("{GOOD}\n[accounts.policy]\ndelete = \"sometimes\"\n");
+    assert!(
+        load(&text)
+            .expect_err("delete")
+            .to_string()
+            .contains("policy.delete")
+    );
+}
+
+#[test]
+fn password_command_and_age_policy() {
+    let text = GOOD.replace(
+        "password = \"pw\"",
+        "password = { command = \"printf 's3cret\\\\n'\" }",
+    );
+    let text =
+        format!("{text}\n[accounts.policy]\ndelete = \"30d\"\nmax_message_size = \"10MB\"\n");
+    let c = load(&text).expect("valid");
+    use secrecy::ExposeSecret;
+    let source = &c.accounts[0].source.password;
+    assert!(matches!(source, SecretSource::Command(_)), "{source:?}");
+    let value = source.resolve_blocking().expect("resolves");
+    assert_eq!(value.expose_secret(), "s3cret");
+    assert_eq!(
+        c.accounts[0].policy.delete,
+        DeletePolicy::OlderThan(Duration::from_secs(30 * 86400))
+    );
+    assert_eq!(c.accounts[0].policy.max_message_size, 10_000_000);
+}
+
+/// The error for `text`, as the user sees it.
+fn error(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("expected a configuration error for:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn each_side_takes_only_its_own_protocols_mechanisms() {
+    let pop_on_target = GOOD.replace("password = \"pw2\"", "password = \"pw2\"\nauth = \"apop\"");
+    let e = error(&pop_on_target);
+    for part in [
+        "\"legacy\"",
+        "target.auth",
+        "\"apop\"",
+        "IMAP",
+        "auto, login or plain",
+    ] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+
+    let imap_on_source = GOOD.replace("password = \"pw\"", "password = \"pw\"\nauth = \"login\"");
+    let e = error(&imap_on_source);
+    for part in [
+        "\"legacy\"",
+        "source.auth",
+        "\"login\"",
+        "POP3",
+        "auto, user, apop or plain",
+    ] {
+        assert!(e.contains(part), "{part} missing from: {e}");
+    }
+
+    let unknown = GOOD.replace(
+        "password = \"pw\"",
+        "password = \"pw\"\nauth = \"cram-md5\"",
+    );
+    assert!(error(&unknown).contains("source.auth: \"cram-md5\""));
+
+    let both = GOOD
+        .replace("password = \"pw\"", "password = \"pw\"\nauth = \"apop\"")
+        .replace("password = \"pw2\"", "password = \"pw2\"\nauth = \"login\"");
+    let a = &load(&both).expect("valid").accounts[0];
+    assert_eq!(a.source.auth, Pop3Auth::Apop);
+    assert_eq!(a.target.server.auth, ImapAuth::Login);
+    let a = &load(GOOD).expect("valid").accounts[0];
+    assert_eq!(
+        (a.source.auth, a.target.server.auth),
+        (Pop3Auth::Auto, ImapAuth::Auto)
+    );
+}
+
+/// The keys listed after "expected one of" in an unknown-key error.
+fn expected_keys(e: &str) -> Vec<String> {
+    let list = e.split_once("expected one of").map_or("", |(_, l)| l);
+    list.split(',')
+        .map(|k| k.trim().trim_matches('`').to_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+#[test]
+fn an_unknown_key_lists_the_keys_of_its_own_side() {
+    let shared = [
+        "host",
+        "port",
+        "tls",
+        "username",
+        "password",
+        "auth",
+        "ca_file",
+        "timeout",
+        "allow_plaintext_password",
+    ];
+    let target_only = ["mailbox", "flags", "internal_date"];
+
+    let e = error(&GOOD.replace(
+        "username = \"me\"\npassword = \"pw\"",
+        "username = \"me\"\npassword = \"pw\"\nhots = \"x\"",
+    ));
+    assert!(e.contains("hots") && e.contains("line 12"), "{e}");
+    assert_eq!(expected_keys(&e), shared, "{e}");
+
+    let e = error(&format!("{GOOD}hots = \"x\"\n"));
+    assert!(e.contains("hots"), "{e}");
+    let mut all: Vec<&str> = shared.to_vec();
+    all.extend(target_only);
+    assert_eq!(expected_keys(&e), all, "{e}");
+
+    // A target-only key on the source side is unknown there.
+    let e = error(&GOOD.replace(
+        "password = \"pw\"",
+        "password = \"pw\"\nmailbox = \"Archive\"",
+    ));
+    assert!(e.contains("mailbox") && e.contains("line 12"), "{e}");
+    assert!(!expected_keys(&e).iter().any(|k| k == "mailbox"), "{e}");
+}
+
+#[test]
+fn toml_errors_never_quote_the_line() {
+    // A misspelt key holding a password, a password of the wrong type.
+    for (text, key) in [
+        (
+            GOOD.replace("password = \"pw\"", "pasword = \"Hunter2-secret\""),
+            "pasword",
+        ),
+        (
+            GOOD.replace(
+                "password = \"pw\"",
+                "password = { env = \"X\", value = \"Hunter2-secret\" }",
+            ),
+            "key password",
+        ),
+    ] {
+        let e = error(&text);
+        assert!(!e.contains("Hunter2"), "the secret is quoted: {e}");
+        assert!(e.contains(key) && e.contains("line 11"), "{e}");
+    }
+}
+
+#[test]
+fn status_loads_without_resolving_secrets_but_keeps_their_source() {
+    let text = GOOD.replace(
+        "password = \"pw\"",
+        "password = { env = \"POPFERRY_TEST_SURELY_UNSET\" }",
+    );
+    let c = load_str(&text, Path::new("/etc/popferry/test.toml"), false).expect("no lookup");
+    assert_eq!(
+        c.accounts[0].source.password,
+        SecretSource::Env("POPFERRY_TEST_SURELY_UNSET".into())
+    );
+}
+
+/// A configuration whose source password is read from `file`.
+fn with_password_file(file: &Path) -> String {
+    GOOD.replace(
+        "password = \"pw\"",
+        &format!("password = {{ file = {:?} }}", file.display().to_string()),
+    )
+}
+
+#[test]
+fn accounts_are_equal_when_the_configuration_says_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pop.pw");
+    std::fs::write(&file, "first\n").expect("write");
+    let text = with_password_file(&file);
+    let before = load(&text).expect("valid").accounts.remove(0);
+    assert_eq!(
+        before,
+        load(&text).expect("valid").accounts.remove(0),
+        "re-read"
+    );
+
+    // A new password behind the same file is read at the next login.
+    std::fs::write(&file, "rotated\n").expect("rotate");
+    assert_eq!(
+        before,
+        load(&text).expect("valid").accounts.remove(0),
+        "rotated file"
+    );
+
+    for (what, changed) in [
+        (
+            "source host",
+            text.replace("pop.example.net", "pop2.example.net"),
+        ),
+        (
+            "target port",
+            text.replace(
+                "host = \"imap.example.com\"",
+                "host = \"imap.example.com\"\nport = 1993",
+            ),
+        ),
+        (
+            "mailbox",
+            text.replace("flags = [", "mailbox = \"Archive\"\nflags = ["),
+        ),
+        (
+            "flags",
+            text.replace("flags = [\"\\\\Seen\"]", "flags = []"),
+        ),
+        (
+            "policy",
+            format!("{text}\n[accounts.policy]\ndelete = \"after-sync\"\n"),
+        ),
+        (
+            "poll interval",
+            text.replace(
+                "name = \"legacy\"",
+                "name = \"legacy\"\npoll_interval = \"1m\"",
+            ),
+        ),
+        (
+            "target auth",
+            text.replace("password = \"pw2\"", "password = \"pw2\"\nauth = \"login\""),
+        ),
+        (
+            "literal password",
+            text.replace("password = \"pw2\"", "password = \"pw3\""),
+        ),
+        ("password file", text.replace("pop.pw", "other.pw")),
+        (
+            "password source",
+            text.replace(
+                &format!("{{ file = {:?} }}", file.display().to_string()),
+                "{ env = \"PATH\" }",
+            ),
+        ),
+    ] {
+        if what == "password file" {
+            std::fs::write(dir.path().join("other.pw"), "rotated\n").expect("write");
+        }
+        assert_ne!(text, changed, "{what}: the test edit applies");
+        let after = load(&changed).expect(what).accounts.remove(0);
+        assert_ne!(before, after, "{what} changes the account");
+    }
+}
