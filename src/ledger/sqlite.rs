@@ -61,15 +61,17 @@ impl SqliteLedger {
             // warning an operator can act on (sqlx's default), so it is
             // logged at INFO, which the subscriber caps for sqlx.
             .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
+        // sqlx takes no lock around SQLite migrations: two processes opening
+        // a new ledger at once would both create its tables (and switching
+        // a new file to WAL fails at once, busy timeout or not, while
+        // another process does the same). A lock file beside the ledger
+        // makes them take turns until the ledger is open and migrated.
+        let lock = migration_lock(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
             .with_context(|| format!("Cannot open the ledger {}", path.display()))?;
-        // sqlx takes no lock around SQLite migrations: two processes opening
-        // a new ledger at once would both create its tables. A lock file
-        // beside the ledger makes them take turns.
-        let lock = migration_lock(path).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
