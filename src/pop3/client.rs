@@ -7,9 +7,10 @@
 //! a streaming [`Body`] that borrows the session, so no other command can be
 //! sent while it is being read, and a body dropped before its end poisons the
 //! session rather than letting the next reply be read from the middle of a
-//! message. The password leaves its `SecretString` only while a command is
-//! being encoded, and never over a connection without TLS unless the
-//! configuration explicitly allows it (guarantee 7).
+//! message. The password leaves its `SecretString` only while a login
+//! command (or the SASL response, built by [`crate::sasl`]) is being
+//! encoded, into buffers wiped on drop, and never travels over a connection
+//! without TLS unless the configuration explicitly allows it (guarantee 7).
 
 use std::fmt::Write as _;
 
@@ -80,7 +81,7 @@ pub async fn connect(settings: &ServerSettings) -> Result<Session, Pop3Error> {
 }
 
 /// An authorized POP3 session. `S` is the transport; it is
-/// [`MaybeTls`] except in tests and custom transports.
+/// [`MaybeTls`] except in the unit tests, which script the server.
 pub struct Session<S = MaybeTls> {
     pub(super) conn: Connection<S>,
     caps: Capa,

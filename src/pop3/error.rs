@@ -82,7 +82,7 @@ pub enum Pop3ErrorKind {
 
 impl Pop3Error {
     /// A failure of `kind` on `server` (`host:port`).
-    pub fn new(server: impl Into<String>, kind: Pop3ErrorKind) -> Pop3Error {
+    pub(crate) fn new(server: impl Into<String>, kind: Pop3ErrorKind) -> Pop3Error {
         Pop3Error {
             server: server.into(),
             kind,
