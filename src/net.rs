@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::deadline;
+
 /// How a connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -189,22 +191,15 @@ pub async fn connect(ep: &Endpoint) -> Result<MaybeTls, NetError> {
 /// Opens a TCP connection within the endpoint's timeout.
 pub async fn connect_tcp(ep: &Endpoint) -> Result<TcpStream, NetError> {
     let addr = (ep.host.as_str(), ep.port);
-    let tcp = match tokio::time::timeout(ep.timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(source)) => {
-            return Err(NetError::Connect {
+    let connect = async {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|source| NetError::Connect {
                 endpoint: ep.to_string(),
                 source,
-            });
-        }
-        Err(_) => {
-            return Err(NetError::Timeout {
-                endpoint: ep.to_string(),
-                what: "connecting",
-                timeout: ep.timeout,
-            });
-        }
+            })
     };
+    let tcp = deadline::within(ep.timeout, connect, || timed_out(ep, "connecting")).await?;
     // Small commands followed by waits for a reply: Nagle only adds latency.
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
@@ -216,17 +211,23 @@ pub async fn start_tls(tcp: TcpStream, ep: &Endpoint) -> Result<MaybeTls, NetErr
     let name =
         ServerName::try_from(ep.host.clone()).map_err(|_| NetError::ServerName(ep.host.clone()))?;
     let connector = TlsConnector::from(Arc::new(config));
-    match tokio::time::timeout(ep.timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(tls)) => Ok(MaybeTls::Tls(Box::new(tls))),
-        Ok(Err(source)) => Err(NetError::Tls {
-            endpoint: ep.to_string(),
-            source,
-        }),
-        Err(_) => Err(NetError::Timeout {
-            endpoint: ep.to_string(),
-            what: "negotiating TLS",
-            timeout: ep.timeout,
-        }),
+    let handshake = async {
+        match connector.connect(name, tcp).await {
+            Ok(tls) => Ok(MaybeTls::Tls(Box::new(tls))),
+            Err(source) => Err(NetError::Tls {
+                endpoint: ep.to_string(),
+                source,
+            }),
+        }
+    };
+    deadline::within(ep.timeout, handshake, || timed_out(ep, "negotiating TLS")).await
+}
+
+fn timed_out(ep: &Endpoint, what: &'static str) -> NetError {
+    NetError::Timeout {
+        endpoint: ep.to_string(),
+        what,
+        timeout: ep.timeout,
     }
 }
 

@@ -16,8 +16,8 @@
 //! More cases: `PROPTEST_CASES=100000 cargo test --test proptest_codec`.
 
 use popferry::pop3::proto::{
-    self, Capabilities, Command, DotDecoder, MAX_LISTING_LINE, MAX_STATUS_LINE, MAX_UIDL_LEN,
-    ProtoError, StatusKind,
+    self, Capa, Command, DotDecoder, MAX_LISTING_LINE, MAX_STATUS_LINE, MAX_UIDL_LEN, ProtoError,
+    StatusKind,
 };
 use popferry::spool::{Spool, normalize_crlf};
 use popferry::sync::headers::HeaderFacts;
@@ -176,8 +176,8 @@ proptest! {
         prop_assert!(!done, "a truncated reply was taken as complete");
         prop_assert_eq!(consumed, prefix.len());
         let mut d = DotDecoder::new();
-        d.decode(prefix, &mut Vec::new());
-        prop_assert_eq!(d.finish(), Err(ProtoError::Truncated));
+        prop_assert_eq!(d.decode(prefix, &mut Vec::new()), prefix.len());
+        prop_assert!(!d.is_done(), "a truncated reply was taken as complete in one piece");
     }
 
     #[test]
@@ -382,10 +382,15 @@ proptest! {
 
     #[test]
     fn capability_lines_never_panic(lines in prop::collection::vec(wire_bytes(60), 0..12), name in "[ -~]{0,12}") {
-        let caps = Capabilities::from_lines(&lines);
+        let caps = Capa::from_lines(&lines);
         let _ = (caps.has(&name), caps.args(&name), caps.sasl(&name));
-        let _ = (caps.sasl_mechanisms(), caps.pipelining(), caps.uidl(), caps.top());
-        let _ = (caps.resp_codes(), caps.stls(), caps.user(), caps.raw());
+        let _ = (caps.pipelining(), caps.user(), caps.raw(), caps.login_delay());
+        for m in caps.args("SASL") {
+            prop_assert!(caps.sasl(m));
+        }
+        if let Some(d) = caps.login_delay() {
+            prop_assert!(d <= popferry::pop3::proto::MAX_LOGIN_DELAY);
+        }
         prop_assert!(caps.announced());
     }
 

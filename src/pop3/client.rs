@@ -7,23 +7,24 @@
 //! a streaming [`Body`] that borrows the session, so no other command can be
 //! sent while it is being read, and a body dropped before its end poisons the
 //! session rather than letting the next reply be read from the middle of a
-//! message. The password leaves its `SecretString` only while a command is
-//! being encoded, and never over a connection without TLS unless the
-//! configuration explicitly allows it (guarantee 7).
+//! message. The password leaves its `SecretString` only while a login
+//! command (or the SASL response, built by [`crate::sasl`]) is being
+//! encoded, into buffers wiped on drop, and never travels over a connection
+//! without TLS unless the configuration explicitly allows it (guarantee 7).
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use md5::{Digest, Md5};
 use secrecy::ExposeSecret;
 use secrecy::zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::Connection;
-use super::error::Pop3Error;
-use super::proto::{self, Capabilities, Command, DotDecoder, RespCode, Status, StatusKind};
+use super::error::{Pop3Error, Pop3ErrorKind};
+use super::proto::{self, Capa, Command, DotDecoder, RespCode, Status, StatusKind};
 use crate::config::{Credential, Pop3Auth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
+use crate::sasl;
 
 /// Most entries a LIST or UIDL listing may have; beyond that the server is
 /// taken to be hostile rather than holding that many messages.
@@ -35,7 +36,8 @@ const MAX_CAPA_LINES: usize = 1_000;
 /// in. The result is an authorized session (RFC 1939 TRANSACTION state).
 pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop3Error> {
     let ep = &settings.endpoint;
-    let stream = net::connect(ep).await?;
+    let net_error = |e| Pop3Error::new(ep.to_string(), Pop3ErrorKind::Net(e));
+    let stream = net::connect(ep).await.map_err(net_error)?;
     let mut is_tls = stream.is_tls();
     let mut conn = Connection::new(stream, ep.to_string(), ep.timeout);
     let greeting = read_greeting(&mut conn).await?;
@@ -48,13 +50,12 @@ pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop
         match st.kind {
             StatusKind::Ok => {}
             StatusKind::Err => {
-                return Err(Pop3Error::Unsupported {
-                    server: conn.server().to_owned(),
+                return Err(conn.error(Pop3ErrorKind::Unsupported {
                     what: format!(
                         "STLS refused ({}); set tls = \"implicit\" (usually port 995) if the server offers POP3S",
                         st.text_lossy()
                     ),
-                });
+                }));
             }
             StatusKind::Continue => return Err(unexpected_continue(&mut conn, "STLS")),
         }
@@ -62,13 +63,15 @@ pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop
         let tcp = match conn.into_inner()? {
             MaybeTls::Plain(tcp) => tcp,
             MaybeTls::Tls(_) => {
-                return Err(Pop3Error::Protocol {
+                return Err(Pop3Error::new(
                     server,
-                    what: "STLS on a connection that is already TLS".into(),
-                });
+                    Pop3ErrorKind::Protocol {
+                        what: "STLS on a connection that is already TLS".into(),
+                    },
+                ));
             }
         };
-        let tls = net::start_tls(tcp, ep).await?;
+        let tls = net::start_tls(tcp, ep).await.map_err(net_error)?;
         is_tls = tls.is_tls();
         conn = Connection::new(tls, server, ep.timeout);
         // RFC 2595: capabilities may differ after TLS; forget the old ones.
@@ -78,10 +81,10 @@ pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop
 }
 
 /// An authorized POP3 session. `S` is the transport; it is
-/// [`MaybeTls`] except in tests and custom transports.
+/// [`MaybeTls`] except in the unit tests, which script the server.
 pub struct Session<S = MaybeTls> {
     pub(super) conn: Connection<S>,
-    caps: Capabilities,
+    caps: Capa,
     tls: bool,
     /// Several commands may be written before their replies are read: the
     /// server announced PIPELINING and nobody turned it off.
@@ -119,7 +122,7 @@ where
 }
 
 /// CAPA; a server without it (-ERR) has unknown capabilities.
-async fn capa<S>(conn: &mut Connection<S>) -> Result<Capabilities, Pop3Error>
+async fn capa<S>(conn: &mut Connection<S>) -> Result<Capa, Pop3Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -127,11 +130,11 @@ where
     let st = conn.read_status("CAPA").await?;
     match st.kind {
         StatusKind::Ok => {}
-        StatusKind::Err => return Ok(Capabilities::unknown()),
+        StatusKind::Err => return Ok(Capa::unknown()),
         StatusKind::Continue => return Err(unexpected_continue(conn, "CAPA")),
     }
     let lines = read_listing(conn, "CAPA", MAX_CAPA_LINES, |l| Ok(l.to_vec())).await?;
-    let caps = Capabilities::from_lines(lines);
+    let caps = Capa::from_lines(lines);
     tracing::debug!(server = %conn.server(), capabilities = ?caps.raw(), "POP3 capabilities");
     Ok(caps)
 }
@@ -153,10 +156,9 @@ where
     while let Some(line) = conn.read_listing_line().await? {
         if items.len() >= max_entries {
             conn.poison();
-            return Err(Pop3Error::Protocol {
-                server: conn.server().to_owned(),
+            return Err(conn.error(Pop3ErrorKind::Protocol {
                 what: format!("{what} listing longer than {max_entries} lines"),
-            });
+            }));
         }
         match parse(&line) {
             Ok(item) => items.push(item),
@@ -167,10 +169,9 @@ where
     }
     match first_error {
         None => Ok(items),
-        Some(e) => Err(Pop3Error::Protocol {
-            server: conn.server().to_owned(),
+        Some(e) => Err(conn.error(Pop3ErrorKind::Protocol {
             what: e.to_string(),
-        }),
+        })),
     }
 }
 
@@ -186,10 +187,9 @@ pub(super) fn err_reply<S>(
 
 pub(super) fn unexpected_continue<S>(conn: &mut Connection<S>, command: &'static str) -> Pop3Error {
     conn.poison();
-    Pop3Error::Protocol {
-        server: conn.server().to_owned(),
+    conn.error(Pop3ErrorKind::Protocol {
         what: format!("a SASL continuation (\"+ \") in answer to {command}"),
-    }
+    })
 }
 
 fn hex(bytes: &[u8]) -> Zeroizing<String> {
@@ -213,8 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Greets, reads CAPA and logs in over an already open stream. STLS is
     /// not negotiated here (use [`connect`]); `is_tls` tells whether the
     /// stream is protected, which decides whether a password may be sent.
-    /// Meant for tests and custom transports.
-    pub async fn establish(
+    /// The unit tests' way in, over scripted streams.
+    #[cfg(test)]
+    pub(super) async fn establish(
         stream: S,
         is_tls: bool,
         settings: &ServerSettings<Pop3Auth>,
@@ -229,16 +230,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn login(
         mut conn: Connection<S>,
         greeting: &[u8],
-        caps: Capabilities,
+        caps: Capa,
         tls: bool,
         settings: &ServerSettings<Pop3Auth>,
     ) -> Result<Session<S>, Pop3Error> {
         let timestamp = proto::apop_timestamp(greeting);
         let plaintext_ok = tls || settings.allow_plaintext_password;
-        let unsupported = |conn: &Connection<S>, what: String| Pop3Error::Unsupported {
-            server: conn.server().to_owned(),
-            what,
-        };
+        let unsupported =
+            |conn: &Connection<S>, what: String| conn.error(Pop3ErrorKind::Unsupported { what });
         let login = match settings.auth {
             Pop3Auth::Auto => {
                 let password = if caps.sasl("PLAIN") {
@@ -266,20 +265,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Pop3Auth::Apop => Login::Apop,
         };
         if login != Login::Apop && !plaintext_ok {
-            return Err(Pop3Error::PlaintextRefused {
-                server: conn.server().to_owned(),
+            return Err(conn.error(Pop3ErrorKind::PlaintextRefused {
                 mechanism: login.name(),
-            });
+            }));
         }
         let user = settings.username.as_str();
-        let Credential::Password(password) =
-            settings
-                .credential()
-                .await
-                .map_err(|source| Pop3Error::Credential {
-                    server: conn.server().to_owned(),
-                    source,
-                })?;
+        let Credential::Password(password) = settings
+            .credential()
+            .await
+            .map_err(|source| conn.error(Pop3ErrorKind::Credential { source }))?;
         tracing::debug!(server = %conn.server(), user, mechanism = login.name(), tls, "POP3 login");
         match login {
             Login::User => {
@@ -305,26 +299,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .await?;
             }
             Login::Plain => {
-                conn.send(&Command::Auth("PLAIN")).await?;
+                let mut exchange = sasl::Exchange::plain(user, password.expose_secret());
+                let mechanism = exchange.mechanism().name();
+                // RFC 5034: AUTH without an initial response, which every
+                // server takes; the response follows the "+ " challenge.
+                conn.send(&Command::Auth(mechanism)).await?;
                 let st = conn.read_status("AUTH").await?;
                 match st.kind {
                     StatusKind::Continue => {}
                     StatusKind::Err => return Err(err_reply(&conn, "AUTH", st, true)),
                     StatusKind::Ok => {
                         conn.poison();
-                        return Err(Pop3Error::Protocol {
-                            server: conn.server().to_owned(),
-                            what: "+OK to AUTH PLAIN before any credentials".into(),
-                        });
+                        return Err(conn.error(Pop3ErrorKind::Protocol {
+                            what: format!("+OK to AUTH {mechanism} before any credentials"),
+                        }));
                     }
                 }
-                let mut raw = Zeroizing::new(Vec::new());
-                raw.push(0);
-                raw.extend_from_slice(user.as_bytes());
-                raw.push(0);
-                raw.extend_from_slice(password.expose_secret().as_bytes());
-                let response =
-                    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*raw));
+                let sasl::Step::Respond(response) = exchange.respond(&st.text) else {
+                    // Cannot happen with PLAIN: its one response is unsent.
+                    // The server waits for a line we will not write.
+                    conn.poison();
+                    return Err(conn.error(Pop3ErrorKind::Protocol {
+                        what: format!("SASL {mechanism} has no response to the server's challenge"),
+                    }));
+                };
                 expect_ok(&mut conn, &Command::SaslResponse(&response), true).await?;
             }
         }
@@ -339,18 +337,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// What the server announced (after STLS, the post-TLS announcement).
-    pub fn capabilities(&self) -> &Capabilities {
+    pub fn capabilities(&self) -> &Capa {
         &self.caps
+    }
+
+    /// The least time the server wants between two logins, from its CAPA
+    /// `LOGIN-DELAY` (RFC 2449), at most a day whatever it announced; `None`
+    /// when it announced none (or nothing that reads as seconds).
+    pub fn login_delay(&self) -> Option<std::time::Duration> {
+        self.caps.login_delay()
     }
 
     /// True when the connection is protected by TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
-    }
-
-    /// The server as `host:port`.
-    pub fn server(&self) -> &str {
-        self.conn.server()
     }
 
     #[cfg(test)]
@@ -366,9 +366,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// STAT: number of messages and their total size in octets.
     pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
         let st = expect_ok(&mut self.conn, &Command::Stat, false).await?;
-        proto::parse_stat(&st.text).map_err(|e| Pop3Error::Protocol {
-            server: self.conn.server().to_owned(),
-            what: e.to_string(),
+        proto::parse_stat(&st.text).map_err(|e| {
+            self.conn.error(Pop3ErrorKind::Protocol {
+                what: e.to_string(),
+            })
         })
     }
 
@@ -396,26 +397,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub async fn top(&mut self, msg: u32, lines: u32) -> Result<Body<'_, S>, Pop3Error> {
         expect_ok(&mut self.conn, &Command::Top(msg, lines), false).await?;
         Ok(Body::new(&mut self.conn))
-    }
-
-    /// DELE: marks a message deleted; only QUIT makes it so.
-    pub async fn dele(&mut self, msg: u32) -> Result<(), Pop3Error> {
-        expect_ok(&mut self.conn, &Command::Dele(msg), false)
-            .await
-            .map(drop)
-    }
-
-    /// RSET: unmarks every message marked deleted in this session.
-    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
-        expect_ok(&mut self.conn, &Command::Rset, false)
-            .await
-            .map(drop)
-    }
-
-    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
-        expect_ok(&mut self.conn, &Command::Noop, false)
-            .await
-            .map(drop)
     }
 
     /// QUIT: ends the session and commits the DELEs. Only `Ok` means they
@@ -526,10 +507,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Body<'_, S> {
         let mut all = Vec::new();
         while let Some(chunk) = self.next_chunk().await? {
             if all.len().saturating_add(chunk.len()) > limit {
-                return Err(Pop3Error::TooLarge {
-                    server: self.conn.server().to_owned(),
-                    limit,
-                });
+                return Err(self.conn.error(Pop3ErrorKind::TooLarge { limit }));
             }
             all.extend_from_slice(chunk);
         }

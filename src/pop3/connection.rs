@@ -19,8 +19,9 @@ use std::time::Duration;
 use secrecy::zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::error::Pop3Error;
+use super::error::{Pop3Error, Pop3ErrorKind};
 use super::proto::{self, Command, DotDecoder, ProtoError, Status};
+use crate::deadline;
 
 /// Size of the read buffer; also the largest chunk of message data handed
 /// out at once. Must exceed the longest bounded line.
@@ -62,23 +63,27 @@ impl<S> Connection<S> {
         self.poisoned
     }
 
-    /// Fails with [`Pop3Error::Poisoned`] once the connection is out of step.
+    /// An error of `kind` on this connection's server.
+    pub fn error(&self, kind: Pop3ErrorKind) -> Pop3Error {
+        Pop3Error::new(self.server.as_str(), kind)
+    }
+
+    /// Fails with [`Pop3ErrorKind::Poisoned`] once the connection is out of
+    /// step.
     pub fn check(&self) -> Result<(), Pop3Error> {
         if self.poisoned {
-            Err(Pop3Error::Poisoned {
-                server: self.server.clone(),
-            })
+            Err(self.error(Pop3ErrorKind::Poisoned))
         } else {
             Ok(())
         }
     }
 
+    /// A malformed reply: the connection is out of step from here.
     fn protocol(&mut self, e: ProtoError) -> Pop3Error {
         self.poisoned = true;
-        Pop3Error::Protocol {
-            server: self.server.clone(),
+        self.error(Pop3ErrorKind::Protocol {
             what: e.to_string(),
-        }
+        })
     }
 
     /// Gives the stream back, e.g. to start TLS after STLS. Refuses when the
@@ -87,10 +92,12 @@ impl<S> Connection<S> {
     /// injection class of bugs).
     pub fn into_inner(self) -> Result<S, Pop3Error> {
         if self.start != self.end || self.poisoned {
-            return Err(Pop3Error::Protocol {
-                server: self.server,
-                what: "unexpected bytes after the STLS reply, before TLS started".into(),
-            });
+            return Err(Pop3Error::new(
+                self.server,
+                Pop3ErrorKind::Protocol {
+                    what: "unexpected bytes after the STLS reply, before TLS started".into(),
+                },
+            ));
         }
         Ok(self.stream)
     }
@@ -115,10 +122,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub async fn send(&mut self, cmd: &Command<'_>) -> Result<(), Pop3Error> {
         self.check()?;
         let mut line = Zeroizing::new(Vec::with_capacity(64));
-        cmd.encode(&mut line).map_err(|e| Pop3Error::Unsupported {
-            server: self.server.clone(),
-            what: format!("cannot send {}: {e}", cmd.name()),
-        })?;
+        cmd.encode(&mut line)
+            .map_err(|e| self.cannot_encode(cmd, &e))?;
         // The Debug form of a command redacts secrets.
         tracing::debug!(server = %self.server, "C: {cmd:?}");
         self.write_all(&line).await
@@ -133,44 +138,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let mut out = Vec::with_capacity(cmds.len().saturating_mul(16));
         for cmd in cmds {
             if cmd.is_sensitive() {
-                return Err(Pop3Error::Unsupported {
-                    server: self.server.clone(),
+                return Err(self.error(Pop3ErrorKind::Unsupported {
                     what: format!("{} is never pipelined", cmd.name()),
-                });
+                }));
             }
-            cmd.encode(&mut out).map_err(|e| Pop3Error::Unsupported {
-                server: self.server.clone(),
-                what: format!("cannot send {}: {e}", cmd.name()),
-            })?;
+            cmd.encode(&mut out)
+                .map_err(|e| self.cannot_encode(cmd, &e))?;
             tracing::debug!(server = %self.server, "C: {cmd:?} (pipelined)");
         }
         self.write_all(&out).await
     }
 
+    fn cannot_encode(&self, cmd: &Command<'_>, e: &ProtoError) -> Pop3Error {
+        self.error(Pop3ErrorKind::Unsupported {
+            what: format!("cannot send {}: {e}", cmd.name()),
+        })
+    }
+
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Pop3Error> {
+        const WHAT: &str = "sending a command";
+        let (stream, server, timeout) = (&mut self.stream, self.server.as_str(), self.timeout);
         let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
+            stream.write_all(bytes).await?;
+            stream.flush().await
         };
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.poisoned = true;
-                Err(Pop3Error::Io {
-                    server: self.server.clone(),
-                    what: "sending a command",
-                    source: e,
+        let written = deadline::within(
+            timeout,
+            async {
+                write.await.map_err(|source| {
+                    Pop3Error::new(server, Pop3ErrorKind::Io { what: WHAT, source })
                 })
-            }
-            Err(_) => {
-                self.poisoned = true;
-                Err(Pop3Error::Timeout {
-                    server: self.server.clone(),
-                    what: "sending a command",
-                    timeout: self.timeout,
-                })
-            }
+            },
+            || {
+                Pop3Error::new(
+                    server,
+                    Pop3ErrorKind::Timeout {
+                        what: WHAT,
+                        timeout,
+                    },
+                )
+            },
+        )
+        .await;
+        if written.is_err() {
+            self.poisoned = true;
         }
+        written
     }
 
     /// Reads more bytes into the buffer, under the timeout. End of stream is
@@ -181,44 +194,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.end = 0;
         } else if self.end >= self.buf.len() && self.start > 0 {
             if self.buf.get(self.start..self.end).is_none() {
-                return Err(self.protocol(ProtoError::Truncated));
+                // Cannot happen: start <= end <= buf.len() always holds.
+                return Err(self.buffer_broken("read buffer out of step"));
             }
             self.buf.copy_within(self.start..self.end, 0);
             self.end = self.end.saturating_sub(self.start);
             self.start = 0;
         }
-        let server = &self.server;
-        let Some(space) = self.buf.get_mut(self.end..).filter(|s| !s.is_empty()) else {
+        if self.end >= self.buf.len() {
             // Cannot happen: every bounded line fits in the buffer.
-            self.poisoned = true;
-            return Err(Pop3Error::Protocol {
-                server: server.clone(),
-                what: "read buffer full".into(),
-            });
-        };
-        let result = tokio::time::timeout(self.timeout, self.stream.read(space)).await;
-        let err = match result {
-            Ok(Ok(0)) => Pop3Error::Closed {
-                server: self.server.clone(),
-                what,
-            },
-            Ok(Ok(n)) => {
-                self.end = self.end.saturating_add(n).min(self.buf.len());
-                return Ok(());
+            return Err(self.buffer_broken("read buffer full"));
+        }
+        let (stream, server, timeout) = (&mut self.stream, self.server.as_str(), self.timeout);
+        let space = self.buf.get_mut(self.end..).unwrap_or_default();
+        let read = async {
+            match stream.read(space).await {
+                Ok(0) => Err(Pop3Error::new(server, Pop3ErrorKind::Closed { what })),
+                Ok(n) => Ok(n),
+                Err(source) => Err(Pop3Error::new(server, Pop3ErrorKind::Io { what, source })),
             }
-            Ok(Err(source)) => Pop3Error::Io {
-                server: self.server.clone(),
-                what,
-                source,
-            },
-            Err(_) => Pop3Error::Timeout {
-                server: self.server.clone(),
-                what,
-                timeout: self.timeout,
-            },
         };
+        let elapsed = || Pop3Error::new(server, Pop3ErrorKind::Timeout { what, timeout });
+        match deadline::within(timeout, read, elapsed).await {
+            Ok(n) => {
+                self.end = self.end.saturating_add(n).min(self.buf.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The read buffer's bookkeeping went wrong (a bug, not the server's
+    /// doing); the connection cannot be trusted any more.
+    fn buffer_broken(&mut self, what: &str) -> Pop3Error {
         self.poisoned = true;
-        Err(err)
+        self.error(Pop3ErrorKind::Protocol { what: what.into() })
     }
 
     /// Reads one line of at most `max` bytes (line end excluded, removed).
@@ -290,6 +303,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Closes the stream politely; errors are irrelevant at this point.
     pub async fn shutdown(&mut self) {
-        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
+        let _ = deadline::within_or_none(self.timeout, self.stream.shutdown()).await;
     }
 }

@@ -6,17 +6,19 @@
 //! and had no timeouts nor STLS). This one is layered so that each concern
 //! can be proved on its own:
 //! - [`proto`]: the wire format with no I/O (commands, status lines,
-//!   RESP-CODES, listings, a streaming dot-unstuffing decoder);
+//!   RESP-CODES, listings, CAPA, a streaming dot-unstuffing decoder);
 //! - `connection`: a stream with a bounded read buffer and a deadline on
-//!   every read and write;
+//!   every read and write ([`crate::deadline`]);
 //! - `client`: the conversation, with a typestate [`Session`] that exists only
-//!   once logged in, and a streaming [`Body`] per message;
+//!   once logged in (SASL PLAIN from [`crate::sasl`]), and a streaming
+//!   [`Body`] per message;
 //! - `pipeline`: RFC 2449 PIPELINING (LIST+UIDL in one flight, a bounded
-//!   window of RETRs as a [`RetrStream`], DELEs in a sliding window), which
-//!   falls back to one command at a time on servers that do not announce it.
+//!   window of RETRs as a [`RetrStream`], DELEs in a sliding window, both
+//!   kept by [`crate::window::Window`]), which falls back to one command at
+//!   a time on servers that do not announce it.
 //!
 //! This module is the facade: the sync engine uses [`connect`], [`Session`],
-//! [`Body`], [`Capabilities`] and [`Pop3Error`].
+//! [`Body`], [`Capa`] and [`Pop3Error`].
 
 mod client;
 mod connection;
@@ -24,10 +26,10 @@ mod error;
 mod pipeline;
 pub mod proto;
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;
 
 pub use client::{Body, Session, connect};
-pub use error::Pop3Error;
-pub use pipeline::{Each, MAX_WINDOW, RetrStream};
-pub use proto::{Capabilities, RespCode};
+pub use error::{Pop3Error, Pop3ErrorKind};
+pub use pipeline::{Each, RetrStream};
+pub use proto::{Capa, RespCode};

@@ -4,7 +4,6 @@
 //! server.
 
 use super::failure::{Failure, imap_failure, ledger_failure, pop_failure};
-use super::pass::login_delay;
 use super::{Report, listing, plan};
 use crate::config::Account;
 use crate::imap;
@@ -20,7 +19,7 @@ pub(super) async fn run(
     let mut pop = pop3::connect(&acc.source)
         .await
         .map_err(|e| pop_failure(acc, "cannot log in", e))?;
-    if let Some(delay) = login_delay(&pop) {
+    if let Some(delay) = pop.login_delay() {
         report.retry_after = Some(delay);
     }
     let listing = listing::list(acc, &mut pop).await?;

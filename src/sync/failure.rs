@@ -44,7 +44,7 @@ pub(super) fn pop_failure(account: &Account, what: &str, e: Pop3Error) -> Failur
     } else {
         FailureKind::Permanent
     };
-    let retry_after = matches!(e, Pop3Error::LoginDelay { .. }).then_some(DEFAULT_LOGIN_DELAY);
+    let retry_after = e.is_login_delay().then_some(DEFAULT_LOGIN_DELAY);
     Failure {
         kind,
         message: describe("POP3", &account.source, what, &e),

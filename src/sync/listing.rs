@@ -11,7 +11,7 @@ use super::FailureKind;
 use super::failure::{Failure, describe, pop_failure};
 use super::plan::{self, Listed};
 use crate::config::Account;
-use crate::pop3::{self, Pop3Error};
+use crate::pop3::{self, Pop3ErrorKind};
 
 /// The mailbox's listing, one entry per distinct UIDL.
 pub(super) async fn list(acc: &Account, pop: &mut pop3::Session) -> Result<Vec<Listed>, Failure> {
@@ -52,7 +52,7 @@ async fn derive_ids(
                         .await
                         .map_err(|e| pop_failure(acc, "TOP failed", e))?,
                 ),
-                Err(Pop3Error::Server { .. }) => {
+                Err(e) if matches!(e.kind(), Pop3ErrorKind::Server { .. }) => {
                     warn!(
                         "The POP3 server supports neither UIDL nor TOP; deriving message IDs from each whole message (RETR), which reads every message on every run"
                     );

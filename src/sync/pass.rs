@@ -58,15 +58,6 @@ pub(super) fn intent<'x>(
     }
 }
 
-/// The server's LOGIN-DELAY (RFC 2449), if it announced one.
-pub(super) fn login_delay(pop: &pop3::Session) -> Option<Duration> {
-    pop.capabilities()
-        .args("LOGIN-DELAY")
-        .first()
-        .and_then(|a| a.parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 /// Runs one pass for one account and reports what it did. Never panics on
 /// server input and never returns early without a report: errors are in
 /// [`Report::error`]. `ledger` may be `None` only for a dry run (which then
@@ -316,7 +307,7 @@ impl Pass<'_, '_> {
         let mut pop = pop3::connect(&acc.source)
             .await
             .map_err(|e| pop_failure(acc, "cannot log in", e))?;
-        if let Some(delay) = login_delay(&pop) {
+        if let Some(delay) = pop.login_delay() {
             self.login_delay = Some(delay);
             self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
         }
