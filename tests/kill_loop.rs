@@ -689,6 +689,7 @@ fn an_unresolved_append_is_not_settled_by_another_message_with_the_same_id_and_s
                     uidl,
                     uidl_derived: false,
                     size: s.size,
+                    listed_size: s.size,
                     sha256: &s.sha256_hex,
                     message_id: Some("twin@kill.popferry.test"),
                     message_date: None,

@@ -242,3 +242,71 @@ fn a_held_account_is_skipped_and_an_expired_lease_taken_over() {
     sync_ok(&cfg);
     assert_eq!(imap_fetch_all(&d, "dave", "INBOX").len(), 2);
 }
+
+/// Case 1: a server that gives the UIDL of a message that is gone to a new
+/// one (a rebuilt UID list): the new message is copied, not skipped as
+/// "already copied".
+#[test]
+fn a_reused_uidl_is_copied_as_a_new_message() {
+    let d = Dovecot::start();
+    let a = corpus_kind("plain");
+    let b = corpus_kind("utf8-8bit");
+    assert_ne!(a.len(), b.len());
+    let fake = FakePop3::start(Script::default(), vec![FakeMessage::new(&a, "u1")]);
+    let cfg = fake_source(&d, &fake, "reuse").delete("after-sync").write();
+    sync_ok(&cfg);
+    assert!(fake.messages().is_empty(), "A deleted after its copy");
+    // The server rebuilds its UID list: B gets A's old UIDL.
+    fake.set_messages(vec![FakeMessage::new(&b, "u1")]);
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "B copied too");
+    assert!(fake.messages().is_empty(), "B deleted only after its copy");
+    // Nothing is copied twice on the next pass.
+    fake.set_messages(vec![FakeMessage::new(&b, "u1")]);
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "still once each");
+}
+
+/// Case 1: with an age policy, a message now listed under the UIDL of one
+/// copied earlier (and not yet old enough to go) is not deleted on the
+/// strength of the UIDL alone: it is copied, and deleted only once it is
+/// old enough itself.
+#[test]
+fn an_age_policy_never_deletes_on_a_uidl_match_alone() {
+    let d = Dovecot::start();
+    // No Date, no Received: the age counts from the copy.
+    let a = b"Message-ID: <a@reuse.test>\r\nSubject: A\r\n\r\nfirst\r\n".to_vec();
+    let b = b"Message-ID: <b@reuse.test>\r\nSubject: B\r\n\r\nthe second one\r\n".to_vec();
+    let fake = FakePop3::start(Script::default(), vec![FakeMessage::new(&a, "u1")]);
+    let cfg = fake_source(&d, &fake, "reuseage").delete("2s").write();
+    sync_ok(&cfg);
+    assert_eq!(fake.messages().len(), 1, "A is too young to go");
+    // A vanishes behind popferry's back and B takes its UIDL; A's copy is
+    // now old enough to be deleted.
+    fake.set_messages(vec![FakeMessage::new(&b, "u1")]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "B is copied");
+    assert_eq!(
+        fake.messages().len(),
+        1,
+        "B is not deleted before its copy is old"
+    );
+}
+
+/// Case 1: two different messages listed at once under one UIDL (popa3d's
+/// header hash, GNU Mailutils' X-UIDL): both are copied, each once.
+#[test]
+fn two_messages_listed_under_one_uidl_are_both_copied_once() {
+    let d = Dovecot::start();
+    let a = corpus_kind("plain");
+    let b = corpus_kind("utf8-8bit");
+    let fake = FakePop3::start(
+        Script::default(),
+        vec![FakeMessage::new(&a, "same"), FakeMessage::new(&b, "same")],
+    );
+    let cfg = fake_source(&d, &fake, "twice").write();
+    sync_ok(&cfg);
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "both, once each");
+}

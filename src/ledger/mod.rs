@@ -72,6 +72,8 @@ pub struct MessageRow {
     pub uidl_derived: bool,
     pub state: State,
     pub size: u64,
+    /// What LIST said when the row was written (unknown on old rows).
+    pub listed_size: Option<u64>,
     pub sha256: Option<String>,
     pub message_id: Option<String>,
     pub message_date: Option<i64>,
@@ -80,12 +82,40 @@ pub struct MessageRow {
     pub appended_at: Option<i64>,
 }
 
+/// What a pass needs to know of one row ([`Ledger::known`]): a small copy,
+/// as a pass holds one per listed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub state: State,
+    /// Bytes as appended (or as seen, for a skipped message).
+    pub size: u64,
+    /// What LIST said when the row was written (unknown on old rows).
+    pub listed_size: Option<u64>,
+    /// The row has the message's SHA-256 (an intent was written).
+    pub digest: bool,
+    pub message_date: Option<i64>,
+    pub appended_at: Option<i64>,
+}
+
+/// The answer to [`Ledger::known`].
+#[derive(Debug, Clone, Default)]
+pub struct KnownRows {
+    /// By ledger key, the rows of the listed UIDLs.
+    pub rows: HashMap<String, Known>,
+    /// Keys of the other rows that are still `appended`.
+    pub unlisted_appended: Vec<String>,
+    /// How many rows the account has in all.
+    pub total: u64,
+}
+
 /// What is about to be appended: written as the intent.
 #[derive(Debug, Clone)]
 pub struct Intent<'a> {
     pub uidl: &'a str,
     pub uidl_derived: bool,
     pub size: u64,
+    /// What LIST said (guarantee 8 compares it on later passes).
+    pub listed_size: u64,
     pub sha256: &'a str,
     pub message_id: Option<&'a str>,
     pub message_date: Option<i64>,
@@ -189,6 +219,13 @@ impl Ledger {
         on_backend!(self, l => l.messages(account).await)
     }
 
+    /// What a pass needs of the rows whose UIDL is `listed`, and the keys
+    /// of the other rows still `appended` (their message left the server).
+    /// Memory follows the listing, not the account's history.
+    pub async fn known(&self, account: &str, listed: &HashSet<&str>) -> anyhow::Result<KnownRows> {
+        on_backend!(self, l => l.known(account, listed).await)
+    }
+
     /// Records the intent to append, durably, before the APPEND is sent.
     pub async fn record_intent(&self, account: &str, i: &Intent<'_>) -> anyhow::Result<()> {
         self.record_intents(account, std::slice::from_ref(i)).await
@@ -260,15 +297,17 @@ impl Ledger {
         on_backend!(self, l => l.record_retr_failure(account, uidl, size, error, max_attempts).await)
     }
 
-    /// Records a message skipped for its size (left on the server).
+    /// Records a message skipped for its size (left on the server): `size`
+    /// is the size it was seen with, `listed_size` what LIST said.
     pub async fn record_skipped(
         &self,
         account: &str,
         uidl: &str,
         size: u64,
+        listed_size: u64,
         reason: &str,
     ) -> anyhow::Result<()> {
-        on_backend!(self, l => l.record_skipped(account, uidl, size, reason).await)
+        on_backend!(self, l => l.record_skipped(account, uidl, size, listed_size, reason).await)
     }
 
     /// Records that QUIT committed the DELE of these (`appended`) messages.

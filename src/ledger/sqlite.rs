@@ -4,7 +4,9 @@
 //! for a batch of them, where a call takes a slice) with
 //! `synchronous = FULL` in WAL mode, so a call that returned is on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +16,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Row};
 
-use super::{AccountStatus, AppendOk, Attempt, Intent, Lease, MessageRow, State, now};
+use super::{
+    AccountStatus, AppendOk, Attempt, Intent, Known, KnownRows, Lease, MessageRow, State, now,
+};
 
 /// Waits for, then holds, the exclusive lock on `<ledger>.lock` (released
 /// when the file is dropped, or when the process ends in any way).
@@ -96,7 +100,7 @@ impl SqliteLedger {
     /// Every row of one account, by UIDL.
     pub async fn messages(&self, account: &str) -> anyhow::Result<HashMap<String, MessageRow>> {
         let rows = sqlx::query(
-            "SELECT uidl, uidl_derived, state, size, sha256, message_id, message_date, attempts, last_error, appended_at
+            "SELECT uidl, uidl_derived, state, size, listed_size, sha256, message_id, message_date, attempts, last_error, appended_at
              FROM messages WHERE account = ?",
         )
         .bind(account)
@@ -110,6 +114,9 @@ impl SqliteLedger {
                 uidl_derived: r.try_get::<i64, _>("uidl_derived")? != 0,
                 state: r.try_get::<String, _>("state")?.parse()?,
                 size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
+                listed_size: r
+                    .try_get::<Option<i64>, _>("listed_size")?
+                    .map(|n| u64::try_from(n).unwrap_or(0)),
                 sha256: r.try_get("sha256")?,
                 message_id: r.try_get("message_id")?,
                 message_date: r.try_get("message_date")?,
@@ -118,6 +125,43 @@ impl SqliteLedger {
                 appended_at: r.try_get("appended_at")?,
             };
             out.insert(row.uidl.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// What a pass needs of the rows whose UIDL (the key up to its first
+    /// space) is `listed`, streamed so that memory follows the listing, not
+    /// the account's history; plus the keys of the other rows still
+    /// `appended` (their message left the server).
+    pub async fn known(&self, account: &str, listed: &HashSet<&str>) -> anyhow::Result<KnownRows> {
+        let mut rows = sqlx::query(
+            "SELECT uidl, state, size, listed_size, sha256 IS NOT NULL AS digest, message_date, appended_at
+             FROM messages WHERE account = ?",
+        )
+        .bind(account)
+        .fetch(&self.pool);
+        let mut out = KnownRows::default();
+        while let Some(r) = rows.try_next().await.context("Cannot read the ledger")? {
+            out.total += 1;
+            let key: String = r.try_get("uidl")?;
+            let state: State = r.try_get::<String, _>("state")?.parse()?;
+            let uidl = key.split(' ').next().unwrap_or_default();
+            if !listed.contains(uidl) {
+                if state == State::Appended {
+                    out.unlisted_appended.push(key);
+                }
+                continue;
+            }
+            let size = |n: Option<i64>| n.map(|n| u64::try_from(n).unwrap_or(0));
+            let known = Known {
+                state,
+                size: size(r.try_get("size")?).unwrap_or(0),
+                listed_size: size(r.try_get("listed_size")?),
+                digest: r.try_get::<i64, _>("digest")? != 0,
+                message_date: r.try_get("message_date")?,
+                appended_at: r.try_get("appended_at")?,
+            };
+            out.rows.insert(key, known);
         }
         Ok(out)
     }
@@ -141,10 +185,11 @@ impl SqliteLedger {
         let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
         for i in intents {
             sqlx::query(
-                "INSERT INTO messages (account, uidl, uidl_derived, state, size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
-                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO messages (account, uidl, uidl_derived, state, size, listed_size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (account, uidl) DO UPDATE SET
-                   state = 'appending', size = excluded.size, sha256 = excluded.sha256,
+                   state = 'appending', size = excluded.size, listed_size = excluded.listed_size,
+                   sha256 = excluded.sha256,
                    message_id = excluded.message_id, message_date = excluded.message_date,
                    mailbox = excluded.mailbox, updated_at = excluded.updated_at",
             )
@@ -152,6 +197,7 @@ impl SqliteLedger {
             .bind(i.uidl)
             .bind(i.uidl_derived)
             .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
+            .bind(i64::try_from(i.listed_size).unwrap_or(i64::MAX))
             .bind(i.sha256)
             .bind(i.message_id)
             .bind(i.message_date)
@@ -291,24 +337,28 @@ impl SqliteLedger {
         }
     }
 
-    /// Records a message skipped for its size (left on the server).
+    /// Records a message skipped for its size (left on the server): `size`
+    /// is the size it was seen with, `listed_size` what LIST said.
     pub async fn record_skipped(
         &self,
         account: &str,
         uidl: &str,
         size: u64,
+        listed_size: u64,
         reason: &str,
     ) -> anyhow::Result<()> {
         let t = now();
         sqlx::query(
-            "INSERT INTO messages (account, uidl, state, size, last_error, first_seen_at, updated_at)
-             VALUES (?, ?, 'skipped', ?, ?, ?, ?)
+            "INSERT INTO messages (account, uidl, state, size, listed_size, last_error, first_seen_at, updated_at)
+             VALUES (?, ?, 'skipped', ?, ?, ?, ?, ?)
              ON CONFLICT (account, uidl) DO UPDATE SET state = 'skipped', size = excluded.size,
+               listed_size = excluded.listed_size,
                last_error = excluded.last_error, updated_at = excluded.updated_at",
         )
         .bind(account)
         .bind(uidl)
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(i64::try_from(listed_size).unwrap_or(i64::MAX))
         .bind(reason)
         .bind(t)
         .bind(t)
@@ -382,8 +432,8 @@ impl SqliteLedger {
     ) -> anyhow::Result<State> {
         let t = now();
         let row = sqlx::query(
-            "INSERT INTO messages (account, uidl, state, size, attempts, last_error, first_seen_at, updated_at)
-             VALUES (?1, ?2, CASE WHEN 1 >= ?3 THEN 'rejected' ELSE 'pending' END, ?4, 1, ?5, ?6, ?6)
+            "INSERT INTO messages (account, uidl, state, size, listed_size, attempts, last_error, first_seen_at, updated_at)
+             VALUES (?1, ?2, CASE WHEN 1 >= ?3 THEN 'rejected' ELSE 'pending' END, ?4, ?4, 1, ?5, ?6, ?6)
              ON CONFLICT (account, uidl) DO UPDATE SET
                attempts = messages.attempts + 1,
                state = CASE

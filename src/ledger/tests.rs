@@ -15,6 +15,7 @@ fn intent(uidl: &str) -> Intent<'_> {
         uidl,
         uidl_derived: false,
         size: 10,
+        listed_size: 10,
         sha256: "ab",
         message_id: Some("<a@b>"),
         message_date: Some(1),
@@ -44,7 +45,7 @@ async fn state_machine_and_status() {
             .expect("f"),
         State::Rejected
     );
-    l.record_skipped("acc", "u4", 99, "too large")
+    l.record_skipped("acc", "u4", 99, 99, "too large")
         .await
         .expect("skip");
     l.record_deleted("acc", &["u1".into(), "u3".into()])
@@ -150,4 +151,43 @@ async fn reopening_keeps_rows() {
     l.close().await;
     let l = Ledger::open(&path).await.expect("reopen");
     assert_eq!(l.messages("a").await.expect("rows").len(), 1);
+}
+
+#[tokio::test]
+async fn known_reads_the_listed_uidls_and_counts_the_rest() {
+    let (_d, l) = ledger().await;
+    l.record_intents("acc", &[intent("a"), intent("b"), intent("c 99")])
+        .await
+        .expect("intents");
+    let ok = |u: &str| AppendOk {
+        uidl: u.into(),
+        uidvalidity: None,
+        uid: None,
+    };
+    l.record_appended_many("acc", &[ok("a"), ok("b"), ok("c 99")])
+        .await
+        .expect("appended");
+    l.record_skipped("acc", "d", 500, 400, "too large")
+        .await
+        .expect("skip");
+    l.record_intent("other", &intent("a"))
+        .await
+        .expect("intent");
+    let listed: HashSet<&str> = ["a", "c", "d"].into();
+    let k = l.known("acc", &listed).await.expect("known");
+    assert_eq!(k.total, 4, "every row of the account, listed or not");
+    let mut keys: Vec<&str> = k.rows.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["a", "c 99", "d"], "a key counts by its UIDL part");
+    assert_eq!(k.unlisted_appended, ["b"]);
+    let a = &k.rows["a"];
+    assert_eq!(
+        (a.state, a.size, a.listed_size, a.digest),
+        (State::Appended, 10, Some(10), true)
+    );
+    let d = &k.rows["d"];
+    assert_eq!(
+        (d.state, d.size, d.listed_size, d.digest),
+        (State::Skipped, 500, Some(400), false)
+    );
 }

@@ -295,7 +295,7 @@ impl<'p, 'a> Appender<'p, 'a> {
             {
                 return Ok(Some(e));
             }
-            debug!(uidl = %r.fetch.listed.uidl, bytes = r.msg.len(), "APPEND sent");
+            debug!(uidl = %r.fetch.listed.key, bytes = r.msg.len(), "APPEND sent");
         }
         Ok(None)
     }
@@ -326,7 +326,7 @@ impl<'p, 'a> Appender<'p, 'a> {
         let Some(f) = self.fetch.get(index) else {
             return Ok(());
         };
-        let uidl = &f.listed.uidl;
+        let uidl = &f.listed.key;
         cx.progress.advanced(&acc.name, f.listed.size);
         let e = match result {
             Ok(a) => {

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::Report;
 use super::failure::{Failure, ledger_failure, pop_failure};
-use super::pass::Ctx;
+use super::pass::{Ctx, known};
 use super::plan::{self, Listed};
 use crate::config::DeletePolicy;
 use crate::ledger::now;
@@ -27,11 +27,8 @@ pub(super) async fn delete_and_quit(
         return Ok(());
     }
     // Read back from disk: only what the ledger holds as appended counts.
-    let rows = cx
-        .ledger
-        .messages(&acc.name)
-        .await
-        .map_err(ledger_failure)?;
+    let uidls = listing.iter().map(|m| m.uidl.as_str());
+    let rows = known(cx.ledger, &acc.name, uidls).await?.rows;
     let chosen = plan::deletable(listing, &rows, &acc.policy.delete, now());
     let numbers: Vec<u32> = chosen.iter().map(|m| m.number).collect();
     let answers = pop
@@ -41,8 +38,8 @@ pub(super) async fn delete_and_quit(
     let mut deleting = Vec::new();
     for (m, answer) in chosen.iter().zip(answers) {
         match answer {
-            Ok(()) => deleting.push(m.uidl.clone()),
-            Err(e) => warn!(uidl = %m.uidl, "DELE refused, the message stays: {e}"),
+            Ok(()) => deleting.push(m.key.clone()),
+            Err(e) => warn!(uidl = %m.key, "DELE refused, the message stays: {e}"),
         }
     }
     pop.quit()

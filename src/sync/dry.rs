@@ -3,7 +3,8 @@
 //! anywhere: not to the ledger (which it may not even have), not to either
 //! server.
 
-use super::failure::{Failure, imap_failure, ledger_failure, pop_failure};
+use super::failure::{Failure, imap_failure, pop_failure};
+use super::pass::known;
 use super::{Report, listing, plan};
 use crate::config::Account;
 use crate::imap;
@@ -22,11 +23,16 @@ pub(super) async fn run(
     if let Some(delay) = pop.login_delay() {
         report.retry_after = Some(delay);
     }
-    let listing = listing::list(acc, &mut pop).await?;
+    let mut listing = listing::list(acc, &mut pop).await?;
     let rows = match ledger {
-        Some(l) => l.messages(&acc.name).await.map_err(ledger_failure)?,
+        Some(l) => {
+            known(l, &acc.name, listing.iter().map(|m| m.uidl.as_str()))
+                .await?
+                .rows
+        }
         None => Default::default(),
     };
+    plan::resolve_keys(&mut listing, &rows);
     let figures = plan::dry_run(&listing, &rows, &acc.policy, now());
     report.would_copy += figures.would_copy;
     report.would_copy_bytes += figures.would_copy_bytes;

@@ -13,7 +13,8 @@ use super::plan::{self, Listed};
 use crate::config::Account;
 use crate::pop3::{self, Pop3ErrorKind};
 
-/// The mailbox's listing, one entry per distinct UIDL.
+/// The mailbox's listing, in the server's order (keys not yet resolved:
+/// see [`plan::resolve_keys`]).
 pub(super) async fn list(acc: &Account, pop: &mut pop3::Session) -> Result<Vec<Listed>, Failure> {
     let (list, uidls) = pop
         .list_and_uidl()
@@ -24,11 +25,7 @@ pub(super) async fn list(acc: &Account, pop: &mut pop3::Session) -> Result<Vec<L
         Some(v) => (v, false),
         None => (derive_ids(acc, pop, &sizes).await?, true),
     };
-    let (listing, twice) = plan::listing(&sizes, pairs, derived);
-    for d in twice {
-        warn!(uidl = %d.uidl, n = d.number, "The POP3 server lists this UIDL twice; only the first is copied");
-    }
-    Ok(listing)
+    Ok(plan::listing(&sizes, pairs, derived))
 }
 
 /// IDs from header digests, for a server without UIDL.

@@ -33,16 +33,16 @@ pub(super) async fn skip(
         "{size} bytes is over max_message_size ({} bytes); left on the POP3 server",
         acc.policy.max_message_size
     );
-    warn!(uidl = %m.uidl, "Skipping a message: {reason}");
+    warn!(uidl = %m.key, "Skipping a message: {reason}");
     cx.ledger
-        .record_skipped(&acc.name, &m.uidl, size, &reason)
+        .record_skipped(&acc.name, &m.key, size, m.size, &reason)
         .await
         .map_err(ledger_failure)?;
     if !was_skipped {
         report.skipped += 1;
         report
             .problems
-            .push(format!("{}: skipped: {reason}", m.uidl));
+            .push(format!("{}: skipped: {reason}", m.key));
     }
     Ok(())
 }
@@ -58,10 +58,10 @@ pub(super) async fn retr_refused(
     let acc = cx.account;
     let state = cx
         .ledger
-        .record_retr_failure(&acc.name, &m.uidl, m.size, text, acc.policy.max_attempts)
+        .record_retr_failure(&acc.name, &m.key, m.size, text, acc.policy.max_attempts)
         .await
         .map_err(ledger_failure)?;
-    note_refusal(cx, report, &m.uidl, state, Refused::Retr, text);
+    note_refusal(cx, report, &m.key, state, Refused::Retr, text);
     Ok(())
 }
 

@@ -48,14 +48,26 @@ pub(super) fn intent<'x>(
     mailbox: &'x str,
 ) -> Intent<'x> {
     Intent {
-        uidl: &m.uidl,
+        uidl: &m.key,
         uidl_derived: m.derived,
+        listed_size: m.size,
         size: msg.len(),
         sha256: sha,
         message_id: facts.message_id.as_deref(),
         message_date: facts.arrival().map(|d| d.to_timestamp()),
         mailbox,
     }
+}
+
+/// What the ledger knows of the messages with these UIDLs (and how many
+/// rows the account has, and which appended ones are no longer listed).
+pub(super) async fn known<'u>(
+    ledger: &Ledger,
+    account: &str,
+    uidls: impl Iterator<Item = &'u str>,
+) -> Result<crate::ledger::KnownRows, Failure> {
+    let listed: HashSet<&str> = uidls.collect();
+    ledger.known(account, &listed).await.map_err(ledger_failure)
 }
 
 /// Runs one pass for one account and reports what it did. Never panics on
@@ -280,12 +292,8 @@ impl Pass<'_, '_> {
         if !self.recovering {
             return Ok(());
         }
-        let rows = self
-            .cx
-            .ledger
-            .messages(name)
-            .await
-            .map_err(ledger_failure)?;
+        let uidls = self.listed.iter().map(|k| k.split(' ').next().unwrap_or(k));
+        let rows = known(self.cx.ledger, name, uidls).await?.rows;
         let (all, interrupted) = (self.went_through_all, self.report.interrupted);
         if plan::recovery_complete(&self.listed, &rows, all, interrupted) {
             self.cx
@@ -311,13 +319,24 @@ impl Pass<'_, '_> {
             self.login_delay = Some(delay);
             self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
         }
-        let listing = listing::list(acc, &mut pop).await?;
-        let rows = cx
-            .ledger
-            .messages(&acc.name)
-            .await
-            .map_err(ledger_failure)?;
-        if !self.recovering && plan::starts_recovery(&rows, &listing) {
+        let mut listing = listing::list(acc, &mut pop).await?;
+        let known = known(
+            cx.ledger,
+            &acc.name,
+            listing.iter().map(|m| m.uidl.as_str()),
+        )
+        .await?;
+        let rekeyed = plan::resolve_keys(&mut listing, &known.rows);
+        // Said once, when the ledger first meets the message.
+        for r in rekeyed.iter().filter(|r| !known.rows.contains_key(&r.key)) {
+            if r.twice_listed {
+                warn!(uidl = %r.uidl, n = r.number, key = %r.key, "The POP3 server lists this UIDL for more than one message; each is copied, this one as {:?}", r.key);
+            } else {
+                warn!(uidl = %r.uidl, n = r.number, key = %r.key, "The POP3 server gives this UIDL to another message than the one copied under it (its size differs): a new message, copied as {:?}", r.key);
+            }
+        }
+        let rows = known.rows;
+        if !self.recovering && plan::starts_recovery(known.total, &listing) {
             // Durably, before anything is appended: a recovery cut short
             // must go on recovering.
             cx.ledger
@@ -327,9 +346,9 @@ impl Pass<'_, '_> {
             self.recovering = true;
         }
         if self.recovering {
-            self.listed = listing.iter().map(|m| m.uidl.clone()).collect();
+            self.listed = listing.iter().map(|m| m.key.clone()).collect();
         }
-        let gone = plan::gone(&listing, &rows, &acc.policy.delete);
+        let gone = plan::gone(&known.unlisted_appended, &acc.policy.delete);
         if !gone.is_empty() {
             cx.ledger
                 .record_deleted(&acc.name, &gone)
@@ -355,7 +374,7 @@ impl Pass<'_, '_> {
             cx.progress.advanced(&acc.name, f.listed.size);
         }
         self.attempted
-            .extend(plan.fetch.iter().map(|f| f.listed.uidl.clone()));
+            .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
         // Every pass logs in to the target, with or without anything to
         // copy: a broken target credential is reported at once, not when the
         // next message arrives.

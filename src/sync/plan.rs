@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DeletePolicy, Policy};
-use crate::ledger::{MessageRow, State};
+use crate::ledger::{Known, State};
 use crate::spool::hex;
 
 /// One entry of the POP3 listing.
@@ -25,44 +25,82 @@ pub struct Listed {
     pub number: u32,
     /// The server's UIDL, or one derived from the header section.
     pub uidl: String,
+    /// The message's key in the ledger: its UIDL, unless that UIDL is
+    /// another message's (see [`resolve_keys`]).
+    pub key: String,
     /// The UIDL was derived (the server has no UIDL).
     pub derived: bool,
     /// The size LIST announced (a server may lie about it).
     pub size: u64,
 }
 
-/// A UIDL the server listed for more than one message: only the first is
-/// copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Duplicate {
-    pub number: u32,
-    pub uidl: String,
-}
-
-/// Joins LIST and UIDL into one listing, in the server's UIDL order. A
-/// message missing from LIST has size 0; a UIDL listed twice is kept once
-/// (the first) and returned apart.
-pub fn listing(
-    sizes: &HashMap<u32, u64>,
-    uidls: Vec<(u32, String)>,
-    derived: bool,
-) -> (Vec<Listed>, Vec<Duplicate>) {
-    let mut seen = HashSet::with_capacity(uidls.len());
-    let mut out = Vec::with_capacity(uidls.len());
-    let mut twice = Vec::new();
-    for (number, uidl) in uidls {
-        if !seen.insert(uidl.clone()) {
-            twice.push(Duplicate { number, uidl });
-            continue;
-        }
-        out.push(Listed {
+/// Joins LIST and UIDL into one listing, in the server's UIDL order; a
+/// message missing from LIST has size 0. Every message gets its UIDL as
+/// its key; [`resolve_keys`] then gives another key to a message whose UIDL
+/// is taken.
+pub fn listing(sizes: &HashMap<u32, u64>, uidls: Vec<(u32, String)>, derived: bool) -> Vec<Listed> {
+    uidls
+        .into_iter()
+        .map(|(number, uidl)| Listed {
             number,
             size: sizes.get(&number).copied().unwrap_or(0),
+            key: uidl.clone(),
             uidl,
             derived,
-        });
+        })
+        .collect()
+}
+
+/// A listed message whose UIDL is not enough to tell it apart: its key in
+/// the ledger is another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub number: u32,
+    pub uidl: String,
+    pub key: String,
+    /// Why: the UIDL is listed for another message at the same time, or
+    /// the ledger's row for it has another LIST size (a reused UIDL).
+    pub twice_listed: bool,
+}
+
+/// Gives each listed message its ledger key (guarantee 8: a UIDL is not
+/// trusted alone). The key is the UIDL, unless
+/// - the ledger's row for that UIDL was written with another LIST size
+///   (the server gave the UIDL of a message that is gone to a new one), or
+/// - an earlier message of this listing has the key already (two messages
+///   listed at once under one UIDL: popa3d's header hashes, GNU Mailutils'
+///   X-UIDL copies);
+///
+/// then it is `"UIDL SIZE"`, and `"UIDL SIZE N"` (N = 2, 3, ...) for more
+/// messages of one size. A space cannot occur in a UIDL, so such a key
+/// never meets a server's own. Rows written before the LIST size was kept
+/// are matched by UIDL alone, as they always were.
+pub fn resolve_keys(listing: &mut [Listed], rows: &HashMap<String, Known>) -> Vec<Rekeyed> {
+    let mut used: HashSet<String> = HashSet::with_capacity(listing.len());
+    let mut out = Vec::new();
+    for m in listing.iter_mut() {
+        let reused = rows
+            .get(&m.uidl)
+            .is_some_and(|r| r.listed_size.is_some_and(|s| s != m.size));
+        let twice = used.contains(&m.uidl);
+        if reused || twice {
+            let mut key = format!("{} {}", m.uidl, m.size);
+            let mut n = 2u32;
+            while used.contains(&key) {
+                key = format!("{} {} {n}", m.uidl, m.size);
+                n = n.saturating_add(1);
+            }
+            m.key = key;
+            out.push(Rekeyed {
+                number: m.number,
+                uidl: m.uidl.clone(),
+                key: m.key.clone(),
+                twice_listed: twice,
+            });
+        }
+        used.insert(m.key.clone());
     }
-    (out, twice)
+    out
 }
 
 /// The ID of a message on a server without UIDL: a digest of its header
@@ -86,7 +124,7 @@ pub fn header_section(head: &[u8]) -> &[u8] {
 /// May the message of this `appended` row be deleted from the POP3 server
 /// now (`now` in seconds since the epoch)? An age counts from the message's
 /// arrival (its `message_date`), else from when it was copied.
-pub fn may_delete(policy: &DeletePolicy, row: &MessageRow, now: i64) -> bool {
+pub fn may_delete(policy: &DeletePolicy, row: &Known, now: i64) -> bool {
     match policy {
         DeletePolicy::Never => false,
         DeletePolicy::AfterSync => true,
@@ -98,62 +136,56 @@ pub fn may_delete(policy: &DeletePolicy, row: &MessageRow, now: i64) -> bool {
     }
 }
 
-/// The listed messages to DELE: those whose row says `appended` (read back
-/// from the ledger) and that the policy lets go.
+/// The listed messages to DELE: those whose row (by key, so by UIDL and
+/// LIST size) says `appended` (read back from the ledger) and that the
+/// policy lets go.
 pub fn deletable<'l>(
     listing: &'l [Listed],
-    rows: &HashMap<String, MessageRow>,
+    rows: &HashMap<String, Known>,
     policy: &DeletePolicy,
     now: i64,
 ) -> Vec<&'l Listed> {
     listing
         .iter()
         .filter(|m| {
-            rows.get(&m.uidl)
+            rows.get(&m.key)
                 .is_some_and(|r| r.state == State::Appended && may_delete(policy, r, now))
         })
         .collect()
 }
 
-/// Rows still `appended` whose UIDL the server no longer lists: a QUIT
-/// whose reply we never saw did commit, or someone else deleted them. They
-/// are recorded as deleted only under a delete policy (without one, popferry
-/// never deletes, so the message went some other way and the row stays).
-pub fn gone(
-    listing: &[Listed],
-    rows: &HashMap<String, MessageRow>,
-    policy: &DeletePolicy,
-) -> Vec<String> {
+/// Rows still `appended` whose UIDL the server no longer lists
+/// (`unlisted_appended` of [`crate::ledger::KnownRows`]): a QUIT whose reply
+/// we never saw did commit, or someone else deleted them. They are recorded
+/// as deleted only under a delete policy (without one, popferry never
+/// deletes, so the message went some other way and the row stays).
+pub fn gone(unlisted_appended: &[String], policy: &DeletePolicy) -> Vec<String> {
     if *policy == DeletePolicy::Never {
         return Vec::new();
     }
-    let present: HashSet<&str> = listing.iter().map(|m| m.uidl.as_str()).collect();
-    let mut out: Vec<String> = rows
-        .values()
-        .filter(|r| r.state == State::Appended && !present.contains(r.uidl.as_str()))
-        .map(|r| r.uidl.clone())
-        .collect();
+    let mut out = unlisted_appended.to_vec();
     out.sort_unstable();
     out
 }
 
-/// Does a ledger that knows nothing of an account while its mailbox is not
-/// empty mean the ledger was lost? Then every message must be looked up in
-/// the target before it is appended, until a whole pass went through.
-pub fn starts_recovery(rows: &HashMap<String, MessageRow>, listing: &[Listed]) -> bool {
-    rows.is_empty() && !listing.is_empty()
+/// Does a ledger that knows nothing of an account (`rows_in_all` rows)
+/// while its mailbox is not empty mean the ledger was lost? Then every
+/// message must be looked up in the target before it is appended, until a
+/// whole pass went through.
+pub fn starts_recovery(rows_in_all: u64, listing: &[Listed]) -> bool {
+    rows_in_all == 0 && !listing.is_empty()
 }
 
 /// A recovery ends only when every message of the mailbox was looked up in
 /// the target (or its fate is settled without one): the pass went through
 /// the whole mailbox (not cut short by LOGIN-DELAY, not interrupted), and
-/// every UIDL of its last listing has a row that is `appended`, `deleted`,
+/// every key of its last listing has a row that is `appended`, `deleted`,
 /// `rejected` or `skipped`. A message without a row (its session was
 /// abandoned before it was read), `pending` (its RETR or APPEND was
 /// refused) or `appending` was not looked up, so recovery goes on.
 pub fn recovery_complete(
     listed: &[String],
-    rows: &HashMap<String, MessageRow>,
+    rows: &HashMap<String, Known>,
     went_through_all: bool,
     interrupted: bool,
 ) -> bool {
@@ -221,9 +253,9 @@ pub struct SessionPlan<'l> {
 /// What a session needs to plan.
 pub struct Inputs<'l, 'a> {
     pub listing: &'l [Listed],
-    pub rows: &'a HashMap<String, MessageRow>,
+    pub rows: &'a HashMap<String, Known>,
     pub policy: &'a Policy,
-    /// UIDLs handed to an earlier session of this pass: a refused message is
+    /// Keys handed to an earlier session of this pass: a refused message is
     /// not tried twice in one pass.
     pub attempted: &'a HashSet<String>,
     /// With a delete policy, at most this many messages per session, so that
@@ -232,7 +264,7 @@ pub struct Inputs<'l, 'a> {
 }
 
 /// Is this listed message to be handled, given its ledger row?
-fn wanted(m: &Listed, row: Option<&MessageRow>, max: u64) -> bool {
+fn wanted(m: &Listed, row: Option<&Known>, max: u64) -> bool {
     match row {
         None => true,
         Some(r) => match r.state {
@@ -254,8 +286,8 @@ pub fn session<'l>(i: &Inputs<'l, '_>) -> SessionPlan<'l> {
         i.delete_batch.max(1)
     };
     let mut fetching = 0usize;
-    for m in i.listing.iter().filter(|m| !i.attempted.contains(&m.uidl)) {
-        let row = i.rows.get(&m.uidl);
+    for m in i.listing.iter().filter(|m| !i.attempted.contains(&m.key)) {
+        let row = i.rows.get(&m.key);
         if !wanted(m, row, max) {
             continue;
         }
@@ -265,7 +297,7 @@ pub fn session<'l>(i: &Inputs<'l, '_>) -> SessionPlan<'l> {
             listed: m,
             known: row.map(|r| r.state),
             look_up: row.is_some_and(|r| {
-                r.state == State::Appending || (r.state == State::Skipped && r.sha256.is_some())
+                r.state == State::Appending || (r.state == State::Skipped && r.digest)
             }),
         };
         if m.size > max {
@@ -293,14 +325,14 @@ pub struct DryRun {
 /// what it would copy now).
 pub fn dry_run(
     listing: &[Listed],
-    rows: &HashMap<String, MessageRow>,
+    rows: &HashMap<String, Known>,
     policy: &Policy,
     now: i64,
 ) -> DryRun {
     let max = policy.max_message_size;
     let mut out = DryRun::default();
     for m in listing {
-        let row = rows.get(&m.uidl);
+        let row = rows.get(&m.key);
         if wanted(m, row, max) && m.size <= max {
             out.would_copy += 1;
             out.would_copy_bytes = out.would_copy_bytes.saturating_add(m.size);

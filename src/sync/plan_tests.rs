@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{DeletePolicy, Policy};
-use crate::ledger::{MessageRow, State};
+use crate::ledger::{Known, State};
 
 const MAX: u64 = 1000;
 const NOW: i64 = 1_000_000;
@@ -24,33 +24,32 @@ fn listed(number: u32, uidl: &str, size: u64) -> Listed {
     Listed {
         number,
         uidl: uidl.into(),
+        key: uidl.into(),
         derived: false,
         size,
     }
 }
 
-fn row(uidl: &str, state: State, size: u64) -> MessageRow {
-    MessageRow {
-        uidl: uidl.into(),
-        uidl_derived: false,
+/// A row of the ledger, by key; its LIST size unknown (an old row).
+fn row(key: &str, state: State, size: u64) -> (String, Known) {
+    let known = Known {
         state,
         size,
-        sha256: None,
-        message_id: None,
+        listed_size: None,
+        digest: false,
         message_date: None,
-        attempts: 0,
-        last_error: None,
         appended_at: Some(NOW),
-    }
+    };
+    (key.into(), known)
 }
 
-fn rows(list: Vec<MessageRow>) -> HashMap<String, MessageRow> {
-    list.into_iter().map(|r| (r.uidl.clone(), r)).collect()
+fn rows(list: Vec<(String, Known)>) -> HashMap<String, Known> {
+    list.into_iter().collect()
 }
 
 fn plan_of<'l>(
     listing: &'l [Listed],
-    rows: &HashMap<String, MessageRow>,
+    rows: &HashMap<String, Known>,
     delete: DeletePolicy,
     attempted: &HashSet<String>,
     batch: usize,
@@ -115,7 +114,7 @@ fn each_ledger_state_decides_what_a_listed_message_needs() {
             None => HashMap::new(),
             Some(s) => {
                 let mut r = row("u", s, c.row_size);
-                r.sha256 = c.sha.then(|| "ab".into());
+                r.1.digest = c.sha;
                 rows(vec![r])
             }
         };
@@ -143,7 +142,7 @@ fn each_ledger_state_decides_what_a_listed_message_needs() {
 fn a_message_skipped_before_is_not_news_when_skipped_again() {
     let listing = vec![listed(1, "s", 10)];
     let mut r = row("s", State::Skipped, 10);
-    r.sha256 = Some("ab".into());
+    r.1.digest = true;
     let rs = rows(vec![r]);
     let p = policy(DeletePolicy::Never);
     let plan = session(&Inputs {
@@ -191,12 +190,11 @@ fn recovering_looks_up_every_message_unless_the_target_is_empty() {
 #[test]
 fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
     let listing = vec![listed(1, "u", 10)];
-    assert!(starts_recovery(&HashMap::new(), &listing));
-    assert!(!starts_recovery(&HashMap::new(), &[]), "nothing to recover");
-    let known = rows(vec![row("x", State::Deleted, 1)]);
+    assert!(starts_recovery(0, &listing));
+    assert!(!starts_recovery(0, &[]), "nothing to recover");
     assert!(
-        !starts_recovery(&known, &listing),
-        "the ledger knows the account"
+        !starts_recovery(1, &listing),
+        "the ledger knows the account (rows of other messages count)"
     );
     let listed: Vec<String> = ["a", "b"].map(String::from).into();
     let done = rows(vec![
@@ -309,7 +307,7 @@ fn deletion_follows_the_policy_and_only_appended_rows() {
 #[test]
 fn an_age_counts_from_arrival_then_from_the_copy() {
     let month = DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400));
-    let mut r = row("u", State::Appended, 10);
+    let (_, mut r) = row("u", State::Appended, 10);
     r.message_date = Some(NOW - 31 * DAY);
     assert!(may_delete(&month, &r, NOW), "arrived 31 days ago");
     r.message_date = Some(NOW - 29 * DAY);
@@ -334,48 +332,143 @@ fn an_age_counts_from_arrival_then_from_the_copy() {
 
 #[test]
 fn rows_appended_but_no_longer_listed_are_gone_only_under_a_delete_policy() {
-    let listing = vec![listed(1, "here", 10)];
-    let rs = rows(vec![
-        row("here", State::Appended, 10),
-        row("gone-b", State::Appended, 10),
-        row("gone-a", State::Appended, 10),
-        row("pending-gone", State::Pending, 10),
-        row("deleted", State::Deleted, 10),
-    ]);
+    let unlisted: Vec<String> = ["gone-b", "gone-a"].map(String::from).into();
     assert_eq!(
-        gone(&listing, &rs, &DeletePolicy::AfterSync),
+        gone(&unlisted, &DeletePolicy::AfterSync),
         ["gone-a", "gone-b"]
     );
-    assert!(gone(&listing, &rs, &DeletePolicy::Never).is_empty());
+    let month = DeletePolicy::OlderThan(Duration::from_secs(30 * 86_400));
+    assert_eq!(gone(&unlisted, &month).len(), 2);
+    assert!(gone(&unlisted, &DeletePolicy::Never).is_empty());
 }
 
 #[test]
-fn a_uidl_listed_twice_is_copied_once_and_reported() {
-    let sizes: HashMap<u32, u64> = [(1, 10), (2, 20), (3, 30)].into();
-    let (list, twice) = listing(
+fn the_listing_keeps_the_servers_order_and_sizes() {
+    let sizes: HashMap<u32, u64> = [(1, 10), (2, 20)].into();
+    let list = listing(
         &sizes,
-        vec![
-            (1, "a".into()),
-            (2, "b".into()),
-            (3, "a".into()),
-            (4, "c".into()),
-        ],
+        vec![(2, "b".into()), (1, "a".into()), (4, "c".into())],
         false,
     );
     assert_eq!(
         list.iter()
-            .map(|m| (m.number, m.uidl.as_str(), m.size))
+            .map(|m| (m.number, m.uidl.as_str(), m.key.as_str(), m.size))
             .collect::<Vec<_>>(),
-        [(1, "a", 10), (2, "b", 20), (4, "c", 0)],
-        "order kept; a message LIST did not mention has size 0"
+        [(2, "b", "b", 20), (1, "a", "a", 10), (4, "c", "c", 0)],
+        "a message LIST did not mention has size 0"
     );
+}
+
+/// Keys after [`resolve_keys`], in listing order.
+fn keys_of(list: &[Listed]) -> Vec<&str> {
+    list.iter().map(|m| m.key.as_str()).collect()
+}
+
+fn with_listed_size(mut r: (String, Known), listed: u64) -> (String, Known) {
+    r.1.listed_size = Some(listed);
+    r
+}
+
+#[test]
+fn a_reused_uidl_is_a_new_message_under_its_own_key() {
+    // The ledger copied "u" when LIST said 100 bytes; now LIST gives "u" to
+    // a message of 250 bytes: another message.
+    let rs = rows(vec![with_listed_size(row("u", State::Deleted, 100), 100)]);
+    let mut list = vec![listed(1, "u", 250), listed(2, "v", 10)];
+    let re = resolve_keys(&mut list, &rs);
+    assert_eq!(keys_of(&list), ["u 250", "v"]);
     assert_eq!(
-        twice,
-        [Duplicate {
-            number: 3,
-            uidl: "a".into()
+        re,
+        [Rekeyed {
+            number: 1,
+            uidl: "u".into(),
+            key: "u 250".into(),
+            twice_listed: false
         }]
     );
+    // So it is copied (no row under its key), and nothing is deleted on
+    // the strength of the old row.
+    let p = policy(DeletePolicy::AfterSync);
+    let plan = session(&Inputs {
+        listing: &list,
+        rows: &rs,
+        policy: &p,
+        attempted: &HashSet::new(),
+        delete_batch: 10,
+    });
+    assert_eq!(plan.fetch.len(), 2);
+    let appended = rows(vec![with_listed_size(row("u", State::Appended, 100), 100)]);
+    let mut list = vec![listed(1, "u", 250)];
+    resolve_keys(&mut list, &appended);
+    assert!(
+        deletable(&list, &appended, &DeletePolicy::AfterSync, NOW).is_empty(),
+        "a UIDL match alone never deletes"
+    );
+    // The next pass finds it under the same key: copied once.
+    let again = rows(vec![
+        with_listed_size(row("u", State::Deleted, 100), 100),
+        with_listed_size(row("u 250", State::Appended, 250), 250),
+    ]);
+    let mut list = vec![listed(1, "u", 250)];
+    assert!(resolve_keys(&mut list, &again).is_empty() || keys_of(&list) == ["u 250"]);
+    assert_eq!(keys_of(&list), ["u 250"]);
+    let plan = session(&Inputs {
+        listing: &list,
+        rows: &again,
+        policy: &p,
+        attempted: &HashSet::new(),
+        delete_batch: 10,
+    });
+    assert!(plan.fetch.is_empty(), "already copied under its own key");
+    assert_eq!(
+        deletable(&list, &again, &DeletePolicy::AfterSync, NOW).len(),
+        1
+    );
+}
+
+#[test]
+fn the_same_size_keeps_the_key_and_old_rows_match_by_uidl() {
+    let same = rows(vec![with_listed_size(row("u", State::Appended, 100), 100)]);
+    let mut list = vec![listed(1, "u", 100)];
+    assert!(resolve_keys(&mut list, &same).is_empty());
+    assert_eq!(keys_of(&list), ["u"]);
+    // A row written before the LIST size was kept: matched by UIDL alone.
+    let old = rows(vec![row("u", State::Appended, 90)]);
+    let mut list = vec![listed(1, "u", 100)];
+    assert!(resolve_keys(&mut list, &old).is_empty());
+    assert_eq!(keys_of(&list), ["u"]);
+}
+
+#[test]
+fn messages_listed_at_once_under_one_uidl_each_get_a_key() {
+    let none = HashMap::new();
+    let mut list = vec![
+        listed(1, "x", 10),
+        listed(2, "y", 10),
+        listed(3, "x", 20),
+        listed(4, "x", 10),
+        listed(5, "x", 10),
+    ];
+    let re = resolve_keys(&mut list, &none);
+    assert_eq!(keys_of(&list), ["x", "y", "x 20", "x 10", "x 10 2"]);
+    assert!(re.iter().all(|r| r.twice_listed) && re.len() == 3);
+    // Stable: the same listing gives the same keys on the next pass.
+    let mut again = list.clone();
+    for m in &mut again {
+        m.key = m.uidl.clone();
+    }
+    resolve_keys(&mut again, &none);
+    assert_eq!(keys_of(&again), keys_of(&list));
+    // All of them are copied.
+    let p = policy(DeletePolicy::Never);
+    let plan = session(&Inputs {
+        listing: &list,
+        rows: &none,
+        policy: &p,
+        attempted: &HashSet::new(),
+        delete_batch: 10,
+    });
+    assert_eq!(plan.fetch.len(), 5);
 }
 
 #[test]
@@ -384,7 +477,7 @@ fn derived_ids_are_stable_digests_of_the_header_section() {
     assert_eq!(a, derived_uidl(b"Subject: a\r\n\r\n"));
     assert_ne!(a, derived_uidl(b"Subject: b\r\n\r\n"));
     assert!(a.starts_with("hdr-") && a.len() == 4 + 64, "{a}");
-    let (list, _) = listing(&HashMap::new(), vec![(1, a.clone())], true);
+    let list = listing(&HashMap::new(), vec![(1, a.clone())], true);
     assert!(list.iter().all(|m| m.derived));
     assert_eq!(header_section(b"A: 1\r\n\r\nbody"), b"A: 1\r\n\r\n");
     assert_eq!(header_section(b"A: 1\n\nbody"), b"A: 1\n\n");

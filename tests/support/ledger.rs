@@ -43,6 +43,7 @@ pub fn unresolve_all(ledger: &Path, account: &str, mailbox: &str) -> usize {
                     uidl: &r.uidl,
                     uidl_derived: r.uidl_derived,
                     size: r.size,
+                    listed_size: r.listed_size.unwrap_or(r.size),
                     sha256: r.sha256.as_deref()?,
                     message_id: r.message_id.as_deref(),
                     message_date: r.message_date,
