@@ -18,7 +18,10 @@
 //! Knobs (environment): `BENCH_N` (10000), `BENCH_LATENCY_N` (10000),
 //! `BENCH_DELAY_MS` (20), `BENCH_BIG_MB` (200), `BENCH_WINDOW` (256),
 //! `BENCH_SEEDER` (default `../shared/peers/seed-pop3.py` next to the repo),
-//! `BENCH_SKIP` (comma list of: loopback, latency, big).
+//! `BENCH_HISTORY_N` (100000), `BENCH_SKIP` (comma list of: loopback,
+//! latency, big, history).
+//! 5. a 100,000-message account: the migration, then a later pass with
+//!    nothing new (peak RSS of each: memory must not grow with history).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/mod.rs"]
@@ -352,6 +355,8 @@ fn main() {
         User::mdbox("base2"),
         User::mdbox("sync2"),
         User::mdbox("big1"),
+        User::maildir("gina"),
+        User::mdbox("hist1"),
     ];
     let d = Dovecot::builder().users(users).start();
     let ca = d.ca_file.clone();
@@ -442,6 +447,25 @@ fn main() {
         let cfg = write_config(&d, "frank", "big1", "big", None, "1GiB");
         let run = popferry_sync(&cfg, count, bytes);
         rows.push(run.row(&format!("popferry sync, one {big_mb} MiB message")));
+    }
+
+    if !skipped("history") {
+        // Issue 9 case 10: memory must not grow with an account's history.
+        let hist_n = env_num("BENCH_HISTORY_N", 100_000);
+        seed(
+            &d.maildir("gina"),
+            &["-n", &hist_n.to_string(), "--seed", "3"],
+        );
+        let (count, bytes) = rt.block_on(pop3_total(&pop("gina", d.pop3s_port)));
+        let cfg = write_config(&d, "gina", "hist1", "hist", None, "50MiB");
+        let first = popferry_sync(&cfg, count, bytes);
+        rows.push(first.row(&format!("popferry sync, {count} messages, the migration")));
+        let idle = popferry_sync(&cfg, count, bytes);
+        rows.push(idle.row(&format!(
+            "popferry sync, {count} messages, a later pass with nothing new"
+        )));
+        let landed = rt.block_on(mailbox_count(&imap_at("hist1", d.imaps_port), "INBOX"));
+        assert_eq!(u64::from(landed), count, "copied once");
     }
 
     println!();
