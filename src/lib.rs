@@ -6,6 +6,8 @@
 //! - [`pop3`]: our own POP3 client (sans-IO codec + typestate session).
 //! - [`imap`]: the IMAP target (async-imap plus our own APPEND).
 //! - [`spool`]: a message's bytes on their way, memory-bounded.
+//! - [`window`], [`deadline`], [`sasl`]: pipelining bookkeeping, deadlines
+//!   and SASL encodings, shared by [`pop3`] and [`imap`].
 //! - [`ledger`]: the SQLite record of what was copied; the only SQL.
 //! - [`sync`]: one pass over one account, the guarantees live here.
 //! - [`scheduler`]: per-account schedules, backoff, concurrency, shutdown.
@@ -13,10 +15,13 @@
 
 pub mod config;
 pub mod daemon;
+pub mod deadline;
 pub mod imap;
 pub mod ledger;
 pub mod net;
 pub mod pop3;
+pub mod sasl;
 pub mod scheduler;
 pub mod spool;
 pub mod sync;
+pub mod window;
