@@ -1,16 +1,18 @@
 //! The one error type of the IMAP target, classified for the sync engine.
 //!
-//! Why its own file: the engine decides between "retry later" (guarantee 5),
-//! "reject this message after bounded retries" (guarantee 4) and "this APPEND
-//! may or may not have happened, look before appending again" (guarantee 2)
-//! from this type alone, so the classification lives next to the variants and
-//! is unit-tested. Every variant names the server (host:port) so that a log
+//! Why its own file: the engine decides between "retry later" (guarantee 5,
+//! [`ImapError::is_transient`], with OVERQUOTA and TRYCREATE told apart) and
+//! "this message was refused" (guarantee 4) from this type alone, so the
+//! classification lives next to the variants and is unit-tested. (Whether an
+//! APPEND's outcome is unknown is not a property of an error: the pipeline
+//! says it, by handing back the tokens it has no answer for.) Every variant names the server (host:port) so that a log
 //! line or a `status` entry is actionable on its own. No variant ever carries
 //! a password: server text is sanitised and bounded before it is stored here.
 
 use std::io;
 use std::time::Duration;
 
+use super::proto::reply::{Done, State};
 use crate::net::NetError;
 
 /// Response codes (RFC 5530 and friends) after which trying again later may
@@ -22,9 +24,6 @@ const TRANSIENT_CODES: &[&str] = &[
     "SERVERBUG",
     "LIMIT-TEMP",
 ];
-
-/// Response codes that say the message itself (or its size) is the problem.
-const MESSAGE_CODES: &[&str] = &["LIMIT", "TOOBIG", "PARSE", "CANNOT", "CLIENTBUG"];
 
 /// Why an IMAP operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +103,33 @@ fn fmt_code(code: &Option<String>) -> String {
     }
 }
 
+/// The error for a NO or BAD completion from `server`.
+pub(crate) fn refusal(server: &str, done: Done) -> ImapError {
+    match done.state {
+        State::Bad => ImapError::Bad {
+            server: server.to_owned(),
+            text: done.text,
+        },
+        State::Ok | State::No => ImapError::No {
+            server: server.to_owned(),
+            code: done.code,
+            text: done.text,
+        },
+    }
+}
+
+/// `Ok(())` for an OK completion, the refusal otherwise.
+pub(crate) fn check(server: &str, done: Done) -> Result<(), ImapError> {
+    if done.is_ok() {
+        Ok(())
+    } else {
+        Err(refusal(server, done))
+    }
+}
+
 impl ImapError {
     /// The bracketed response code of a NO, if any.
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             ImapError::No { code, .. } => code.as_deref(),
             _ => None,
@@ -158,32 +181,12 @@ impl ImapError {
         }
     }
 
-    /// The server named the message itself as the problem (LIMIT, TOOBIG,
-    /// PARSE, ...), as opposed to a refusal without a reason.
-    pub fn is_message_problem(&self) -> bool {
-        MESSAGE_CODES.iter().any(|c| self.code_is(c))
-    }
-
     /// The session can no longer be used: reconnect before the next command.
     /// (After NO, BAD or an invalid argument the session is still fine.)
     pub fn needs_reconnect(&self) -> bool {
         !matches!(
             self,
             ImapError::No { .. } | ImapError::Bad { .. } | ImapError::InvalidArgument { .. }
-        )
-    }
-
-    /// For an APPEND: the server may or may not have stored the message (the
-    /// connection failed after the command started). Settle it with
-    /// `Session::find_message` on a new connection before appending again.
-    pub fn append_outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            ImapError::Timeout { .. }
-                | ImapError::Bye { .. }
-                | ImapError::Io { .. }
-                | ImapError::Protocol { .. }
-                | ImapError::Spool { .. }
         )
     }
 }
@@ -216,10 +219,7 @@ mod tests {
             assert!(e.is_permanent_rejection(), "{permanent:?}");
             assert!(!e.is_transient(), "{permanent:?}");
             assert!(!e.needs_reconnect());
-            assert!(!e.append_outcome_unknown());
         }
-        assert!(no(Some("TOOBIG")).is_message_problem());
-        assert!(!no(None).is_message_problem());
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
             what: "appending",
             timeout: Duration::from_secs(1),
         };
-        assert!(e.is_transient() && e.needs_reconnect() && e.append_outcome_unknown());
+        assert!(e.is_transient() && e.needs_reconnect());
         let e = ImapError::Bye {
             server: "h:1".into(),
             text: "shutting down".into(),
@@ -239,7 +239,7 @@ mod tests {
             server: "h:1".into(),
             text: "bad".into(),
         };
-        assert!(!e.is_transient() && !e.append_outcome_unknown());
+        assert!(!e.is_transient() && e.needs_reconnect());
     }
 
     #[test]
