@@ -3,8 +3,9 @@
 //! (`super::proto`): commands are encoded there, replies decoded there, and
 //! the tag/continuation rules live in `proto::flow`.
 //!
-//! Bounds: every read and every write has the endpoint's timeout
-//! ([`crate::deadline::within`]); the bytes one command may read are capped
+//! Bounds: every reply must arrive, and every write finish, within the
+//! endpoint's timeout (one deadline each, [`crate::deadline::within`]; as
+//! before, a whole reply, not each socket read); the bytes one command may read are capped
 //! (the `*_BUDGET` constants), so a hostile server cannot make us buffer
 //! without end. A command that is interrupted (timeout, I/O error, a reply
 //! out of step, or its future dropped) leaves the connection marked broken:
@@ -209,7 +210,8 @@ impl<S: ImapIo> Conn<S> {
         }
     }
 
-    /// Reads more bytes into the decoder, within the budget and the timeout.
+    /// Reads more bytes into the decoder, within the budget. No deadline
+    /// of its own: the callers put one on the whole reply.
     async fn fill(&mut self, what: &'static str) -> Result<(), ImapError> {
         if self.remaining == 0 {
             return Err(self.protocol(format!("the response while {what} is too large; giving up")));
@@ -218,14 +220,7 @@ impl<S: ImapIo> Conn<S> {
         let Some(space) = self.read_buf.get_mut(..want) else {
             return Err(self.protocol("read buffer smaller than a chunk"));
         };
-        let stream = &mut self.stream;
-        let res = deadline::within(
-            self.timeout,
-            async { stream.read(space).await.map_err(Some) },
-            || None,
-        )
-        .await;
-        match res {
+        match self.stream.read(space).await {
             Ok(0) => Err(self.gone(format!("connection closed while {what}"))),
             Ok(n) => {
                 self.remaining = self.remaining.saturating_sub(n as u64);
@@ -233,21 +228,30 @@ impl<S: ImapIo> Conn<S> {
                 self.decoder.feed(got);
                 Ok(())
             }
-            Err(Some(e)) => Err(self.io_error(e, what)),
-            Err(None) => Err(self.timed_out(what)),
+            Err(e) => Err(self.io_error(e, what)),
         }
     }
 
-    /// The next reply, reading as needed.
+    /// The next reply, reading as needed; the whole reply must arrive
+    /// within the timeout.
     async fn read_reply(&mut self, what: &'static str) -> Result<Reply, ImapError> {
-        loop {
-            match self.decoder.reply() {
-                Ok(Some(reply)) => return Ok(reply),
-                Ok(None) => self.fill(what).await?,
-                Err(bad) => {
-                    return Err(self.protocol(format!("unparsable response while {what}: {bad}")));
+        let timeout = self.timeout;
+        let read = async {
+            loop {
+                match self.decoder.reply() {
+                    Ok(Some(reply)) => return Ok(reply),
+                    Ok(None) => self.fill(what).await.map_err(Some)?,
+                    Err(bad) => {
+                        let e = self.protocol(format!("unparsable response while {what}: {bad}"));
+                        return Err(Some(e));
+                    }
                 }
             }
+        };
+        match deadline::within(timeout, read, || None).await {
+            Ok(reply) => Ok(reply),
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(self.timed_out(what)),
         }
     }
 
@@ -275,16 +279,24 @@ impl<S: ImapIo> Conn<S> {
     pub(crate) async fn greeting(&mut self) -> Result<Greeted, ImapError> {
         const WHAT: &str = "reading the greeting";
         self.begin(GREETING_BUDGET)?;
-        let greeting = loop {
-            match self.decoder.greeting() {
-                Ok(Some(g)) => break g,
-                Ok(None) => self.fill(WHAT).await?,
-                Err(bad) => {
-                    return Err(
-                        self.protocol(format!("the server did not send an IMAP greeting: {bad}"))
-                    );
+        let timeout = self.timeout;
+        let read = async {
+            loop {
+                match self.decoder.greeting() {
+                    Ok(Some(g)) => return Ok(g),
+                    Ok(None) => self.fill(WHAT).await.map_err(Some)?,
+                    Err(bad) => {
+                        let e = self
+                            .protocol(format!("the server did not send an IMAP greeting: {bad}"));
+                        return Err(Some(e));
+                    }
                 }
             }
+        };
+        let greeting = match deadline::within(timeout, read, || None).await {
+            Ok(g) => g,
+            Err(Some(e)) => return Err(e),
+            Err(None) => return Err(self.timed_out(WHAT)),
         };
         match greeting {
             Greeting::Ok { caps } => {

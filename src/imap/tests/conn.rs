@@ -210,6 +210,21 @@ async fn silent_server_times_out() {
 }
 
 #[tokio::test]
+async fn a_reply_cut_short_times_out() {
+    let (s, h) = fake(vec![
+        Expect("pf1 CAPABILITY"),
+        Send("* CAPABILITY IMAP4rev1"),
+    ]);
+    let mut c = Conn::new(s, "imap.test:143".into(), Duration::from_millis(100));
+    let e = c.capability().await.expect_err("timeout");
+    assert!(
+        matches!(&e, ImapError::Timeout { what, .. } if *what == "asking for capabilities"),
+        "{e}"
+    );
+    finish(c, h).await;
+}
+
+#[tokio::test]
 async fn a_server_that_trickles_is_cut_off_by_the_read_budget_not_waited_for() {
     // Every byte arrives in time, but the response never ends: the budget
     // ends it (a per-read deadline alone would wait for ever).
