@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use secrecy::zeroize::Zeroizing;
 
 use super::conn::{COMMAND_BUDGET, Conn, ImapIo, ignore};
-use super::error::{self, ImapError};
+use super::error::{self, ImapError, ImapErrorKind};
 use super::proto::command::Part;
 use super::proto::encode;
 use super::proto::flow::{Flow, Step};
@@ -39,9 +39,10 @@ impl<S: ImapIo> Conn<S> {
         tls: bool,
     ) -> Result<(), ImapError> {
         if !tls && !settings.allow_plaintext_password {
-            return Err(ImapError::PlaintextRefused {
-                server: self.server.clone(),
-            });
+            return Err(ImapError::new(
+                self.server.clone(),
+                ImapErrorKind::PlaintextRefused,
+            ));
         }
         let method = match settings.auth {
             AuthMechanism::Plain => Method::Sasl(sasl::Mechanism::Plain),
@@ -53,11 +54,8 @@ impl<S: ImapIo> Conn<S> {
             }
         };
         if method == Method::Login && self.caps.login_disabled() {
-            return Err(ImapError::Auth {
-                server: self.server.clone(),
-                text: "the server disables LOGIN here (LOGINDISABLED) and PLAIN was not chosen or offered"
-                    .into(),
-            });
+            return Err(ImapError::new(self.server.clone(), ImapErrorKind::Auth { text: "the server disables LOGIN here (LOGINDISABLED) and PLAIN was not chosen or offered"
+                    .into() }));
         }
         let user = settings.username.as_str();
         let password = settings.password.expose_secret();
@@ -102,19 +100,18 @@ impl<S: ImapIo> Conn<S> {
         if err.is_transient() {
             return Err(err);
         }
-        let text = match &err {
-            ImapError::No {
+        let text = match err.kind() {
+            ImapErrorKind::No {
                 code: Some(c),
                 text,
-                ..
             } => format!("[{c}] {text}"),
-            ImapError::No { text, .. } | ImapError::Bad { text, .. } => text.clone(),
-            other => other.to_string(),
+            ImapErrorKind::No { text, .. } | ImapErrorKind::Bad { text } => text.clone(),
+            _ => err.to_string(),
         };
-        Err(ImapError::Auth {
-            server: self.server.clone(),
-            text,
-        })
+        Err(ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::Auth { text },
+        ))
     }
 
     /// AUTHENTICATE with a SASL exchange, its first response sent with the

@@ -23,7 +23,7 @@ use secrecy::zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::caps::Capabilities;
-use super::error::{self, ImapError};
+use super::error::{self, ImapError, ImapErrorKind};
 use super::proto::command::{self, Part, Segment};
 use super::proto::decode::Decoder;
 use super::proto::flow::{self, Flow, Pipelined, Step};
@@ -100,33 +100,37 @@ impl<S: ImapIo> Conn<S> {
     }
 
     pub(crate) fn protocol(&self, what: impl Into<String>) -> ImapError {
-        ImapError::Protocol {
-            server: self.server.clone(),
-            what: what.into(),
-        }
+        ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::Protocol { what: what.into() },
+        )
     }
 
     pub(crate) fn invalid(&self, what: impl Into<String>) -> ImapError {
-        ImapError::InvalidArgument {
-            server: self.server.clone(),
-            what: what.into(),
-        }
+        ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::InvalidArgument { what: what.into() },
+        )
     }
 
     fn timed_out(&self, what: &'static str) -> ImapError {
-        ImapError::Timeout {
-            server: self.server.clone(),
-            what,
-            timeout: self.timeout,
-        }
+        ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::Timeout {
+                what,
+                timeout: self.timeout,
+            },
+        )
     }
 
     /// The server went away: BYE with its last words, if it said any.
     fn gone(&mut self, fallback: String) -> ImapError {
-        ImapError::Bye {
-            server: self.server.clone(),
-            text: self.bye.take().unwrap_or(fallback),
-        }
+        ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::Bye {
+                text: self.bye.take().unwrap_or(fallback),
+            },
+        )
     }
 
     fn io_error(&mut self, e: io::Error, what: &'static str) -> ImapError {
@@ -139,10 +143,12 @@ impl<S: ImapIo> Conn<S> {
             return self.gone(format!("connection lost while {what}"));
         }
         let msg = super::proto::encode::bounded_text(&e.to_string());
-        ImapError::Io {
-            server: self.server.clone(),
-            source: io::Error::new(e.kind(), msg),
-        }
+        ImapError::new(
+            self.server.clone(),
+            ImapErrorKind::Io {
+                source: io::Error::new(e.kind(), msg),
+            },
+        )
     }
 
     /// Starts a command: refuses a connection left broken, sets the read
@@ -313,10 +319,10 @@ impl<S: ImapIo> Conn<S> {
                     caps,
                 })
             }
-            Greeting::Bye { text } => Err(ImapError::Bye {
-                server: self.server.clone(),
-                text,
-            }),
+            Greeting::Bye { text } => Err(ImapError::new(
+                self.server.clone(),
+                ImapErrorKind::Bye { text },
+            )),
         }
     }
 
@@ -408,9 +414,8 @@ impl<S: ImapIo> Conn<S> {
         out: &mut Zeroizing<Vec<u8>>,
         what: &'static str,
     ) -> Result<(), ImapError> {
-        let spool_err = |server: &str, source: io::Error| ImapError::Spool {
-            server: server.to_owned(),
-            source,
+        let spool_err = |server: &str, source: io::Error| {
+            ImapError::new(server.to_owned(), ImapErrorKind::Spool { source })
         };
         let total = msg.len();
         let mut reader = msg.reader().await.map_err(|e| spool_err(&self.server, e))?;
@@ -535,7 +540,7 @@ impl<S: ImapIo> Conn<S> {
     pub(crate) async fn logout(&mut self) -> Result<(), ImapError> {
         match self.simple("logging out", vec![Part::text("LOGOUT")]).await {
             Ok(done) => error::check(&self.server, done)?,
-            Err(ImapError::Bye { .. }) => {}
+            Err(e) if matches!(e.kind(), ImapErrorKind::Bye { .. }) => {}
             Err(e) => return Err(e),
         }
         let _ = deadline::within_or_none(self.timeout, self.stream.shutdown()).await;

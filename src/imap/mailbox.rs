@@ -7,7 +7,7 @@
 
 use super::MailboxStatus;
 use super::conn::{COMMAND_BUDGET, Conn, ImapIo, SEARCH_BUDGET, ignore};
-use super::error::{self, ImapError};
+use super::error::{self, ImapError, ImapErrorKind};
 use super::proto::command::Part;
 use super::proto::encode;
 use super::proto::reply::Untagged;
@@ -72,7 +72,7 @@ impl<S: ImapIo> Conn<S> {
         mailbox: &str,
     ) -> Result<MailboxStatus, ImapError> {
         match self.status(mailbox).await {
-            Err(ImapError::No { .. }) => {
+            Err(e) if matches!(e.kind(), ImapErrorKind::No { .. }) => {
                 self.create(mailbox).await?;
                 self.status(mailbox).await
             }

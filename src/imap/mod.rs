@@ -67,7 +67,7 @@ pub mod proto;
 mod tests;
 
 pub use caps::Capabilities;
-pub use error::ImapError;
+pub use error::{ImapError, ImapErrorKind};
 pub use pipeline::{AppendPipeline, AppendResult, MAX_WINDOW as MAX_APPEND_WINDOW};
 
 use crate::config::ServerSettings;
@@ -92,6 +92,10 @@ pub struct Appended {
 
 /// The connection a session runs on (after TLS, if any).
 type MainStream = MaybeTls;
+
+fn net_error(server: &str, e: net::NetError) -> ImapError {
+    ImapError::new(server, ImapErrorKind::Net(e))
+}
 
 /// A logged-in IMAP session.
 pub struct Session {
@@ -120,34 +124,32 @@ pub async fn connect(settings: &ServerSettings) -> Result<Session, ImapError> {
     let server = ep.to_string();
     let (mut conn, preauth) = match ep.tls {
         TlsMode::Starttls => {
-            let tcp = net::connect_tcp(ep).await?;
+            let tcp = net::connect_tcp(ep)
+                .await
+                .map_err(|e| net_error(&server, e))?;
             let mut plain = Conn::new(tcp, server.clone(), ep.timeout);
             let greeting = plain.greeting().await?;
             if greeting.preauth {
-                return Err(ImapError::Protocol {
-                    server,
-                    what: "the server greets with PREAUTH on a plain connection, so STARTTLS is impossible; refusing to continue without TLS".into(),
-                });
+                return Err(ImapError::new(server, ImapErrorKind::Protocol { what: "the server greets with PREAUTH on a plain connection, so STARTTLS is impossible; refusing to continue without TLS".into() }));
             }
             match greeting.caps {
                 Some(caps) => plain.caps = caps,
                 None => plain.capability().await?,
             }
             if !plain.caps.starttls() {
-                return Err(ImapError::Protocol {
-                    server,
-                    what: "the server does not offer STARTTLS; refusing to continue without TLS (use tls = \"implicit\" if it has a TLS port)".into(),
-                });
+                return Err(ImapError::new(server, ImapErrorKind::Protocol { what: "the server does not offer STARTTLS; refusing to continue without TLS (use tls = \"implicit\" if it has a TLS port)".into() }));
             }
             plain.starttls().await?;
             // Anything the server sent after its OK is dropped here, unread.
-            let tls = net::start_tls(plain.into_inner(), ep).await?;
+            let tls = net::start_tls(plain.into_inner(), ep)
+                .await
+                .map_err(|e| net_error(&server, e))?;
             let mut conn = Conn::new(tls, server, ep.timeout);
             conn.capability().await?;
             (conn, false)
         }
         TlsMode::Implicit | TlsMode::None => {
-            let stream = net::connect(ep).await?;
+            let stream = net::connect(ep).await.map_err(|e| net_error(&server, e))?;
             let mut conn = Conn::new(stream, server, ep.timeout);
             let greeting = conn.greeting().await?;
             match greeting.caps {
@@ -231,10 +233,12 @@ impl Session {
         pipe.push((), msg, internal_date).await?;
         match pipe.next_result().await? {
             Some(((), result)) => result,
-            None => Err(ImapError::Protocol {
+            None => Err(ImapError::new(
                 server,
-                what: "an APPEND without a result".into(),
-            }),
+                ImapErrorKind::Protocol {
+                    what: "an APPEND without a result".into(),
+                },
+            )),
         }
     }
 

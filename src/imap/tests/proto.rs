@@ -69,7 +69,9 @@ fn tagged_responses_are_classified() {
     let d = done("A7 BAD Error in IMAP command APPEND: 8bit data in atom\r\n");
     assert_eq!(d.state, State::Bad);
     let e = crate::imap::error::refusal("h:1", d);
-    assert!(matches!(e, crate::imap::ImapError::Bad { .. }) && e.is_permanent_rejection());
+    assert!(
+        matches!(e.kind(), crate::imap::ImapErrorKind::Bad { .. }) && e.is_permanent_rejection()
+    );
 
     let d = done("A8 OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS] Logged in\r\n");
     assert!(
