@@ -1,6 +1,6 @@
 //! What an IMAP server says it can do, in the form the rest of popferry asks.
 //!
-//! Why our own type rather than async-imap's: we need case-insensitive
+//! Why our own type rather than the parser's: we need case-insensitive
 //! lookups of a few extensions that decide how a message is sent (LITERAL+,
 //! LITERAL-, BINARY, UIDPLUS, SASL-IR, ...) and a list that `popferry check`
 //! can print; the set is refreshed after STARTTLS and after login, as RFC 3501
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use async_imap::imap_proto::Capability;
+use imap_codec::imap_types::response::Capability;
 
 /// The capability list, upper-cased (`AUTH=PLAIN`, `LITERAL+`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,12 +32,9 @@ impl Capabilities {
         }
     }
 
-    pub(crate) fn from_proto(caps: &[Capability<'_>]) -> Self {
-        Self::from_names(caps.iter().map(|c| match c {
-            Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
-            Capability::Auth(m) => format!("AUTH={m}"),
-            Capability::Atom(a) => a.to_string(),
-        }))
+    /// The set of a parsed CAPABILITY response or response code.
+    pub(crate) fn from_parsed(caps: &[Capability<'_>]) -> Self {
+        Self::from_names(caps.iter().map(ToString::to_string))
     }
 
     /// Whether the server advertises `name` (case-insensitive).
@@ -72,11 +69,6 @@ impl Capabilities {
     /// RFC 7888: non-synchronizing literals up to 4096 bytes.
     pub fn literal_minus(&self) -> bool {
         self.has("LITERAL-")
-    }
-
-    /// RFC 3502: several messages in one APPEND.
-    pub fn multiappend(&self) -> bool {
-        self.has("MULTIAPPEND")
     }
 
     pub fn starttls(&self) -> bool {
@@ -115,7 +107,7 @@ mod tests {
             Capabilities::from_names(["IMAP4rev1", "literal+", "AUTH=plain", "UIDPLUS", "Binary"]);
         assert!(c.has("imap4REV1"));
         assert!(c.literal_plus() && c.uidplus() && c.binary() && c.auth("PLAIN"));
-        assert!(!c.literal_minus() && !c.multiappend() && !c.login_disabled());
+        assert!(!c.literal_minus() && !c.login_disabled());
         assert!(c.non_sync_literal(10_000_000));
     }
 

@@ -1,16 +1,19 @@
 //! The one error type of the IMAP target, classified for the sync engine.
 //!
-//! Why its own file: the engine decides between "retry later" (guarantee 5),
-//! "reject this message after bounded retries" (guarantee 4) and "this APPEND
-//! may or may not have happened, look before appending again" (guarantee 2)
-//! from this type alone, so the classification lives next to the variants and
-//! is unit-tested. Every variant names the server (host:port) so that a log
-//! line or a `status` entry is actionable on its own. No variant ever carries
+//! Why its own file: the engine decides between "retry later" (guarantee 5,
+//! [`ImapError::is_transient`], with OVERQUOTA and TRYCREATE told apart) and
+//! "this message was refused" (guarantee 4) from this type alone, so the
+//! classification lives next to the variants and is unit-tested. (Whether an
+//! APPEND's outcome is unknown is not a property of an error: the pipeline
+//! says it, by handing back the tokens it has no answer for.)
+//! Every error names the server (host:port, one field for every kind) so
+//! that a log line or a `status` entry is actionable on its own. No variant ever carries
 //! a password: server text is sanitised and bounded before it is stored here.
 
 use std::io;
 use std::time::Duration;
 
+use super::proto::reply::{Done, State};
 use crate::net::NetError;
 
 /// Response codes (RFC 5530 and friends) after which trying again later may
@@ -23,87 +26,135 @@ const TRANSIENT_CODES: &[&str] = &[
     "LIMIT-TEMP",
 ];
 
-/// Response codes that say the message itself (or its size) is the problem.
-const MESSAGE_CODES: &[&str] = &["LIMIT", "TOOBIG", "PARSE", "CANNOT", "CLIENTBUG"];
+/// Why an IMAP operation failed, and with which server (`host:port`).
+///
+/// The server is in one place for every kind; what happened is
+/// [`ImapError::kind`]. `Display` gives the user-facing sentence (the same
+/// words as before the split: tests and users grep for them).
+#[derive(Debug)]
+pub struct ImapError {
+    server: String,
+    kind: ImapErrorKind,
+}
 
-/// Why an IMAP operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ImapError {
-    /// The TCP connection or the TLS handshake failed (the error names the server).
-    #[error(transparent)]
-    Net(#[from] NetError),
+/// What went wrong (see [`ImapError`] for the server).
+#[derive(Debug)]
+pub enum ImapErrorKind {
+    /// The TCP connection or the TLS handshake failed (the error names the
+    /// server itself).
+    Net(NetError),
 
-    /// A read or write took longer than the endpoint's timeout.
-    #[error("IMAP server {server}: no progress within {timeout:?} while {what}")]
+    /// A reply or a write took longer than the endpoint's timeout.
     Timeout {
-        server: String,
         what: &'static str,
         timeout: Duration,
     },
 
     /// The server refused the credentials (or offers no mechanism we may
     /// use). Permanent: fix the configuration.
-    #[error(
-        "IMAP server {server} refused the login: {text} (check the username, password and `auth` setting)"
-    )]
-    Auth { server: String, text: String },
+    Auth { text: String },
 
     /// A tagged NO. `code` is the bracketed response code, upper-cased
     /// (TRYCREATE, OVERQUOTA, LIMIT, TOOBIG, NONEXISTENT, ...).
-    #[error("IMAP server {server} said NO{}: {text}", fmt_code(.code))]
-    No {
-        server: String,
-        code: Option<String>,
-        text: String,
-    },
+    No { code: Option<String>, text: String },
 
     /// A tagged BAD: the server did not accept the command or its arguments.
-    #[error("IMAP server {server} said BAD: {text}")]
-    Bad { server: String, text: String },
+    Bad { text: String },
 
     /// The server said BYE or closed the connection. Transient: reconnect.
-    #[error("IMAP server {server} closed the connection: {text}")]
-    Bye { server: String, text: String },
+    Bye { text: String },
 
     /// The server sent something we cannot accept (unparsable, too large,
     /// out of order), or refused a mandatory step such as STARTTLS.
-    #[error("IMAP server {server}: {what}")]
-    Protocol { server: String, what: String },
+    Protocol { what: String },
 
     /// A password would have crossed a connection without TLS.
-    #[error(
-        "refusing to send a password to IMAP server {server} without TLS (use tls = \"implicit\" or \"starttls\", or set allow_plaintext_password = true)"
-    )]
-    PlaintextRefused { server: String },
+    PlaintextRefused,
 
     /// Reading from or writing to the connection failed.
-    #[error("IMAP server {server}: connection failed: {source}")]
-    Io {
-        server: String,
-        #[source]
-        source: io::Error,
-    },
+    Io { source: io::Error },
 
     /// The password could not be read at login, though it could when the
     /// configuration was loaded (a file rotated away, a command failing).
-    #[error("IMAP server {server}: {source}")]
     Credential {
-        server: String,
-        #[source]
         source: crate::config::CredentialError,
     },
 
     /// An argument cannot be expressed in IMAP (a bad flag, date or name).
-    #[error("cannot send to IMAP server {server}: {what}")]
-    InvalidArgument { server: String, what: String },
+    InvalidArgument { what: String },
 
     /// The local spool could not be read while a message was being sent.
-    #[error("IMAP server {server}: reading the spooled message failed: {source}")]
-    Spool {
-        server: String,
-        #[source]
-        source: io::Error,
-    },
+    Spool { source: io::Error },
+}
+
+impl ImapError {
+    pub(crate) fn new(server: impl Into<String>, kind: ImapErrorKind) -> Self {
+        ImapError {
+            server: server.into(),
+            kind,
+        }
+    }
+
+    /// `host:port` of the server.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ImapErrorKind {
+        &self.kind
+    }
+}
+
+impl std::fmt::Display for ImapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let server = &self.server;
+        match &self.kind {
+            ImapErrorKind::Net(e) => write!(f, "{e}"),
+            ImapErrorKind::Timeout { what, timeout } => write!(
+                f,
+                "IMAP server {server}: no progress within {timeout:?} while {what}"
+            ),
+            ImapErrorKind::Auth { text } => write!(
+                f,
+                "IMAP server {server} refused the login: {text} (check the username, password and `auth` setting)"
+            ),
+            ImapErrorKind::No { code, text } => {
+                write!(f, "IMAP server {server} said NO{}: {text}", fmt_code(code))
+            }
+            ImapErrorKind::Bad { text } => write!(f, "IMAP server {server} said BAD: {text}"),
+            ImapErrorKind::Bye { text } => {
+                write!(f, "IMAP server {server} closed the connection: {text}")
+            }
+            ImapErrorKind::Protocol { what } => write!(f, "IMAP server {server}: {what}"),
+            ImapErrorKind::PlaintextRefused => write!(
+                f,
+                "refusing to send a password to IMAP server {server} without TLS (use tls = \"implicit\" or \"starttls\", or set allow_plaintext_password = true)"
+            ),
+            ImapErrorKind::Io { source } => {
+                write!(f, "IMAP server {server}: connection failed: {source}")
+            }
+            ImapErrorKind::Credential { source } => write!(f, "IMAP server {server}: {source}"),
+            ImapErrorKind::InvalidArgument { what } => {
+                write!(f, "cannot send to IMAP server {server}: {what}")
+            }
+            ImapErrorKind::Spool { source } => write!(
+                f,
+                "IMAP server {server}: reading the spooled message failed: {source}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ImapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            // Transparent, as before: the chain is the network error's.
+            ImapErrorKind::Net(e) => e.source(),
+            ImapErrorKind::Io { source } | ImapErrorKind::Spool { source } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 fn fmt_code(code: &Option<String>) -> String {
@@ -113,11 +164,34 @@ fn fmt_code(code: &Option<String>) -> String {
     }
 }
 
+/// The error for a NO or BAD completion from `server`.
+pub(crate) fn refusal(server: &str, done: Done) -> ImapError {
+    match done.state {
+        State::Bad => ImapError::new(server, ImapErrorKind::Bad { text: done.text }),
+        State::Ok | State::No => ImapError::new(
+            server,
+            ImapErrorKind::No {
+                code: done.code,
+                text: done.text,
+            },
+        ),
+    }
+}
+
+/// `Ok(())` for an OK completion, the refusal otherwise.
+pub(crate) fn check(server: &str, done: Done) -> Result<(), ImapError> {
+    if done.is_ok() {
+        Ok(())
+    } else {
+        Err(refusal(server, done))
+    }
+}
+
 impl ImapError {
     /// The bracketed response code of a NO, if any.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ImapError::No { code, .. } => code.as_deref(),
+    pub(crate) fn code(&self) -> Option<&str> {
+        match &self.kind {
+            ImapErrorKind::No { code, .. } => code.as_deref(),
             _ => None,
         }
     }
@@ -140,21 +214,21 @@ impl ImapError {
     /// trouble, timeouts, BYE, and NO with OVERQUOTA / INUSE / UNAVAILABLE /
     /// SERVERBUG.
     pub fn is_transient(&self) -> bool {
-        match self {
-            ImapError::Net(e) => e.is_transient(),
-            ImapError::Timeout { .. }
-            | ImapError::Bye { .. }
-            | ImapError::Io { .. }
-            | ImapError::Credential { .. } => true,
-            ImapError::No { code, .. } => code
+        match &self.kind {
+            ImapErrorKind::Net(e) => e.is_transient(),
+            ImapErrorKind::Timeout { .. }
+            | ImapErrorKind::Bye { .. }
+            | ImapErrorKind::Io { .. }
+            | ImapErrorKind::Credential { .. } => true,
+            ImapErrorKind::No { code, .. } => code
                 .as_deref()
                 .is_some_and(|c| TRANSIENT_CODES.iter().any(|t| t.eq_ignore_ascii_case(c))),
-            ImapError::Auth { .. }
-            | ImapError::Bad { .. }
-            | ImapError::Protocol { .. }
-            | ImapError::PlaintextRefused { .. }
-            | ImapError::InvalidArgument { .. }
-            | ImapError::Spool { .. } => false,
+            ImapErrorKind::Auth { .. }
+            | ImapErrorKind::Bad { .. }
+            | ImapErrorKind::Protocol { .. }
+            | ImapErrorKind::PlaintextRefused
+            | ImapErrorKind::InvalidArgument { .. }
+            | ImapErrorKind::Spool { .. } => false,
         }
     }
 
@@ -163,39 +237,21 @@ impl ImapError {
     /// message's bounded retries (guarantee 4); other messages can go on.
     /// Not true for TRYCREATE or transient refusals.
     pub fn is_permanent_rejection(&self) -> bool {
-        match self {
-            ImapError::No { .. } => !self.is_transient() && !self.is_trycreate(),
-            ImapError::Bad { .. } | ImapError::InvalidArgument { .. } => true,
+        match &self.kind {
+            ImapErrorKind::No { .. } => !self.is_transient() && !self.is_trycreate(),
+            ImapErrorKind::Bad { .. } | ImapErrorKind::InvalidArgument { .. } => true,
             _ => false,
         }
-    }
-
-    /// The server named the message itself as the problem (LIMIT, TOOBIG,
-    /// PARSE, ...), as opposed to a refusal without a reason.
-    pub fn is_message_problem(&self) -> bool {
-        MESSAGE_CODES.iter().any(|c| self.code_is(c))
     }
 
     /// The session can no longer be used: reconnect before the next command.
     /// (After NO, BAD or an invalid argument the session is still fine.)
     pub fn needs_reconnect(&self) -> bool {
         !matches!(
-            self,
-            ImapError::No { .. } | ImapError::Bad { .. } | ImapError::InvalidArgument { .. }
-        )
-    }
-
-    /// For an APPEND: the server may or may not have stored the message (the
-    /// connection failed after the command started). Settle it with
-    /// `Session::find_message` on a new connection before appending again.
-    pub fn append_outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            ImapError::Timeout { .. }
-                | ImapError::Bye { .. }
-                | ImapError::Io { .. }
-                | ImapError::Protocol { .. }
-                | ImapError::Spool { .. }
+            self.kind,
+            ImapErrorKind::No { .. }
+                | ImapErrorKind::Bad { .. }
+                | ImapErrorKind::InvalidArgument { .. }
         )
     }
 }
@@ -205,11 +261,13 @@ mod tests {
     use super::*;
 
     fn no(code: Option<&str>) -> ImapError {
-        ImapError::No {
-            server: "imap.example:993".into(),
-            code: code.map(str::to_owned),
-            text: "nope".into(),
-        }
+        ImapError::new(
+            "imap.example:993",
+            ImapErrorKind::No {
+                code: code.map(str::to_owned),
+                text: "nope".into(),
+            },
+        )
     }
 
     #[test]
@@ -228,30 +286,28 @@ mod tests {
             assert!(e.is_permanent_rejection(), "{permanent:?}");
             assert!(!e.is_transient(), "{permanent:?}");
             assert!(!e.needs_reconnect());
-            assert!(!e.append_outcome_unknown());
         }
-        assert!(no(Some("TOOBIG")).is_message_problem());
-        assert!(!no(None).is_message_problem());
     }
 
     #[test]
     fn connection_errors_are_transient_and_leave_append_unknown() {
-        let e = ImapError::Timeout {
-            server: "h:1".into(),
-            what: "appending",
-            timeout: Duration::from_secs(1),
-        };
-        assert!(e.is_transient() && e.needs_reconnect() && e.append_outcome_unknown());
-        let e = ImapError::Bye {
-            server: "h:1".into(),
-            text: "shutting down".into(),
-        };
+        let e = ImapError::new(
+            "h:1",
+            ImapErrorKind::Timeout {
+                what: "appending",
+                timeout: Duration::from_secs(1),
+            },
+        );
+        assert!(e.is_transient() && e.needs_reconnect());
+        let e = ImapError::new(
+            "h:1",
+            ImapErrorKind::Bye {
+                text: "shutting down".into(),
+            },
+        );
         assert!(e.is_transient() && !e.is_permanent_rejection());
-        let e = ImapError::Auth {
-            server: "h:1".into(),
-            text: "bad".into(),
-        };
-        assert!(!e.is_transient() && !e.append_outcome_unknown());
+        let e = ImapError::new("h:1", ImapErrorKind::Auth { text: "bad".into() });
+        assert!(!e.is_transient() && e.needs_reconnect());
     }
 
     #[test]

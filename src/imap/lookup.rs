@@ -1,5 +1,6 @@
-//! Finding a message in the target without its Message-ID: by exact size,
-//! then by the SHA-256 of its header section.
+//! Finding a message again in the target: by Message-ID and size, or,
+//! without a Message-ID, by exact size and the SHA-256 of its header
+//! section; and reading a candidate back to compare its SHA-256.
 //!
 //! Why: an APPEND whose outcome is unknown (a crash, a dropped connection)
 //! and a ledger that was lost must both be settled by looking in the target
@@ -8,50 +9,68 @@
 //! recognised by its whole header section, which holds its Received lines
 //! and Date and so is, in practice, unique.
 
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, MessageSection, Response, SectionPath};
 use sha2::{Digest, Sha256};
 
-use super::conn::{Conn, ImapIo, MAX_CANDIDATES, Piece, SEARCH_BUDGET};
-use super::encode;
-use super::error::ImapError;
+use super::conn::{Conn, ImapIo, SEARCH_BUDGET};
+use super::error::{self, ImapError};
+use super::proto::command::Part;
+use super::proto::encode;
+use super::proto::reply::{Fetch, Untagged};
+
+/// At most this many candidate UIDs are fetched by a search.
+pub(crate) const MAX_CANDIDATES: usize = 1000;
 
 impl<S: ImapIo> Conn<S> {
-    /// EXAMINEs `mailbox`. `Ok(false)` when it certainly does not exist.
-    pub(crate) async fn examine(&mut self, mailbox: &str) -> Result<bool, ImapError> {
-        let arg = encode::mailbox_arg(mailbox).map_err(|w| self.invalid(w))?;
-        let done = self
-            .exec(
-                "opening the mailbox",
-                vec![Piece::text("EXAMINE "), Piece::arg(arg)],
-                SEARCH_BUDGET,
-                &mut |_: &Response<'_>| {},
-            )
-            .await?;
-        if done.is_ok() {
-            return Ok(true);
+    /// The UIDs (highest first, at most [`MAX_CANDIDATES`]) of the messages
+    /// in `mailbox` whose Message-ID header contains `message_id` and whose
+    /// RFC822.SIZE is `size`; none when the mailbox certainly does not exist.
+    pub(crate) async fn find_message(
+        &mut self,
+        mailbox: &str,
+        message_id: &str,
+        size: u64,
+    ) -> Result<Vec<u32>, ImapError> {
+        if message_id.trim().is_empty() {
+            return Err(self.invalid("cannot search for an empty Message-ID"));
         }
-        if done.code_is("NONEXISTENT") || !self.mailbox_listed(mailbox).await? {
-            return Ok(false);
+        if !self.examine(mailbox).await? {
+            return Ok(Vec::new());
         }
-        Err(done.into_error(&self.server))
+        let mut parts = vec![Part::text("UID SEARCH ")];
+        if !message_id.is_ascii() {
+            parts.push(Part::text("CHARSET UTF-8 "));
+        }
+        parts.push(Part::text("HEADER Message-ID "));
+        parts.push(Part::arg(encode::string_arg(message_id.as_bytes())));
+        let uids = self.uid_search("searching by Message-ID", parts).await?;
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.uid_fetch_matching(
+            "fetching candidate sizes",
+            &uids,
+            "RFC822.SIZE",
+            &|f: &Fetch| f.size.is_some_and(|s| u64::from(s) == size),
+        )
+        .await
     }
 
-    /// Runs a UID SEARCH made of `pieces`: the UIDs found, highest first,
+    /// Runs a UID SEARCH made of `parts`: the UIDs found, highest first,
     /// at most [`MAX_CANDIDATES`].
     pub(crate) async fn uid_search(
         &mut self,
         what: &'static str,
-        pieces: Vec<Piece<'_>>,
+        parts: Vec<Part<'_>>,
     ) -> Result<Vec<u32>, ImapError> {
         let mut uids: Vec<u32> = Vec::new();
         let done = self
-            .exec(what, pieces, SEARCH_BUDGET, &mut |r: &Response<'_>| {
-                if let Response::MailboxData(MailboxDatum::Search(found)) = r {
-                    uids.extend_from_slice(found);
+            .exec(what, parts, SEARCH_BUDGET, &mut |u| {
+                if let Untagged::Search(found) = u {
+                    uids.extend_from_slice(&found);
                 }
             })
             .await?;
-        done.ok_or_error(&self.server)?;
+        error::check(&self.server, done)?;
         uids.sort_unstable_by(|a, b| b.cmp(a));
         uids.dedup();
         uids.truncate(MAX_CANDIDATES);
@@ -79,7 +98,7 @@ impl<S: ImapIo> Conn<S> {
             None => "UID SEARCH SMALLER 1".to_owned(),
         };
         let uids = self
-            .uid_search("searching by size", vec![Piece::text(search)])
+            .uid_search("searching by size", vec![Part::text(search)])
             .await?;
         if uids.is_empty() {
             return Ok(Vec::new());
@@ -88,51 +107,38 @@ impl<S: ImapIo> Conn<S> {
             "fetching candidate headers",
             &uids,
             "BODY.PEEK[HEADER]",
-            &|a: &AttributeValue<'_>| match a {
-                AttributeValue::BodySection {
-                    section: Some(SectionPath::Full(MessageSection::Header)),
-                    data: Some(data),
-                    ..
-                } => <[u8; 32]>::from(Sha256::digest(data.as_ref())) == header_sha256,
-                _ => false,
+            &|f: &Fetch| {
+                f.header
+                    .as_ref()
+                    .is_some_and(|h| <[u8; 32]>::from(Sha256::digest(h)) == header_sha256)
             },
         )
         .await
     }
 
-    /// UID FETCHes `item` for `uids` and returns those (highest first) for
-    /// which some attribute satisfies `wanted`; UIDs the server adds on its
-    /// own are ignored.
+    /// UID FETCHes `item` for `uids` and returns those (highest first) whose
+    /// FETCH response satisfies `wanted`; UIDs the server adds on its own are
+    /// ignored.
     pub(crate) async fn uid_fetch_matching(
         &mut self,
         what: &'static str,
         uids: &[u32],
         item: &str,
-        wanted: &(dyn Fn(&AttributeValue<'_>) -> bool + Sync),
+        wanted: &(dyn Fn(&Fetch) -> bool + Sync),
     ) -> Result<Vec<u32>, ImapError> {
         let mut matching: Vec<u32> = Vec::new();
         let command = format!("UID FETCH {} (UID {item})", encode::uid_set(uids));
         let done = self
-            .exec(
-                what,
-                vec![Piece::text(command)],
-                SEARCH_BUDGET,
-                &mut |r: &Response<'_>| {
-                    if let Response::Fetch(_, attrs) = r {
-                        let uid = attrs.iter().find_map(|a| match a {
-                            AttributeValue::Uid(u) => Some(*u),
-                            _ => None,
-                        });
-                        if let Some(u) = uid
-                            && attrs.iter().any(wanted)
-                        {
-                            matching.push(u);
-                        }
-                    }
-                },
-            )
+            .exec(what, vec![Part::text(command)], SEARCH_BUDGET, &mut |u| {
+                if let Untagged::Fetch(f) = u
+                    && let Some(uid) = f.uid
+                    && wanted(&f)
+                {
+                    matching.push(uid);
+                }
+            })
             .await?;
-        done.ok_or_error(&self.server)?;
+        error::check(&self.server, done)?;
         matching.retain(|u| uids.contains(u));
         matching.sort_unstable_by(|a, b| b.cmp(a));
         matching.dedup();
@@ -152,37 +158,28 @@ impl<S: ImapIo> Conn<S> {
         let mut exact = Sha256::new();
         let mut offset: u64 = 0;
         while offset < size {
-            let len = SLICE.min(size - offset);
+            let len = SLICE.min(size.saturating_sub(offset));
             let mut got: Option<Vec<u8>> = None;
             let done = self
                 .exec(
                     "fetching a candidate message",
-                    vec![Piece::text(format!(
+                    vec![Part::text(format!(
                         "UID FETCH {uid} (UID BODY.PEEK[]<{offset}.{len}>)"
                     ))],
                     SEARCH_BUDGET,
-                    &mut |r: &Response<'_>| {
-                        if let Response::Fetch(_, attrs) = r {
-                            for a in attrs {
-                                if let AttributeValue::BodySection {
-                                    section: None,
-                                    data: Some(data),
-                                    ..
-                                } = a
-                                {
-                                    got = Some(data.to_vec());
-                                }
-                            }
+                    &mut |u| {
+                        if let Untagged::Fetch(Fetch { body: Some(b), .. }) = u {
+                            got = Some(b);
                         }
                     },
                 )
                 .await?;
-            done.ok_or_error(&self.server)?;
+            error::check(&self.server, done)?;
             let Some(chunk) = got.filter(|c| !c.is_empty() && c.len() as u64 <= len) else {
                 return Ok(None);
             };
             exact.update(&chunk);
-            offset += chunk.len() as u64;
+            offset = offset.saturating_add(chunk.len() as u64);
         }
         Ok(Some(exact.finalize().into()))
     }

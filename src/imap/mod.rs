@@ -1,26 +1,42 @@
 //! The IMAP target: connect and log in, make sure the mailbox exists, APPEND
-//! a spooled message exactly, and find a message again by Message-ID and size.
+//! spooled messages exactly (pipelined where the server allows), and find a
+//! message again by Message-ID and size.
 //!
 //! Why this module exists: the sync engine needs a small API whose errors say
 //! what to do next (retry, reject the message, settle an unknown APPEND), and
 //! an APPEND that keeps the bytes exact (guarantee 1: literal8 for a message
 //! with a NUL when the server offers BINARY), reports APPENDUID (guarantee 2:
 //! the ledger records it), streams the message from its spool file instead of
-//! holding it in memory (guarantee 6) and uses LITERAL+ when offered. It is
-//! built on async-imap 0.12, whose response reader and parser we use, while
-//! the commands are written by our `conn` module (see there why).
+//! holding it in memory (guarantee 6) and uses LITERAL+ when offered.
+//!
+//! # Parser
+//!
+//! Server bytes are parsed by imap-codec 1.0 (the stable release; sans-IO,
+//! fuzzed upstream, what io-imap builds on, a small tree: nom, abnf-core,
+//! chrono, no TLS), behind our own framing and reduction in [`proto`]. It
+//! replaced async-imap 0.12, whose imap-proto panics on hostile text (`* OK
+//! [ALERT]\u{e9}`, see fuzz/README.md; we had to `catch_unwind` it), reports
+//! parse failures only as error text we had to match, and buffers up to
+//! 512 MiB for one response. imap-codec returns `Incomplete` or `Failed`
+//! instead, and we only ever used async-imap to parse replies anyway.
+//!
+//! # Layout
+//!
+//! - [`proto`]: sans-IO: command encoding, reply decoding, the
+//!   tag/continuation state machine; tested on scripted bytes and fuzzed.
+//! - `conn`: the connection: socket, read budget, deadlines, broken state.
+//! - `auth`: logging in (the only reader of `auth` and `password`).
+//! - `mailbox`: STATUS, CREATE, LIST, EXAMINE.
+//! - `pipeline`: APPENDs in flight, on [`crate::window`].
+//! - `lookup`: finding a message again (SEARCH, FETCH, content digest).
+//! - `caps`, `error`: the capability set and the one error type.
 //!
 //! # Secrets (guarantee 7)
 //!
 //! The password is only ever written to the socket by our own code, from
 //! zeroed-on-drop buffers; nothing in this module logs a command line, a
-//! password or its base64, and errors carry only (bounded) server text.
-//! async-imap never sees our commands (we write them on the raw stream), so
-//! its `log`-crate trace output (`async_imap::imap_stream`, which prints every
-//! command it encodes, LOGIN included, and every response it decodes) only
-//! ever shows server responses here. Keep it capped at `info` in the
-//! subscriber anyway (`async_imap=info,imap_proto=info`): that is the
-//! safeguard should anyone ever call async-imap's own `login`/`authenticate`.
+//! password or its base64, and errors carry only (bounded) server text. No
+//! third-party code sees a command of ours.
 //!
 //! # Pipelining
 //!
@@ -30,32 +46,28 @@
 //! The connection has `TCP_NODELAY` (set in [`crate::net`]), so small
 //! commands are not held back by Nagle's algorithm.
 //!
-//! # TRYCREATE
-//!
-//! When an APPEND is answered NO `[TRYCREATE]`, [`Session::append`] creates the
-//! mailbox and retries once; a second refusal is returned as it is.
-//!
 //! # Timeouts and bounds
 //!
-//! Every read and write is bounded by the endpoint's timeout; one command may
-//! read at most a few MiB of responses; server text kept in errors is cut to a
+//! Every read and write is bounded by the endpoint's timeout (one deadline
+//! per socket operation, [`crate::deadline`]); one command may read at most
+//! a few MiB of responses; server text kept in errors is cut to a
 //! few hundred printable characters. Any error for which
 //! [`ImapError::needs_reconnect`] is true leaves the session unusable.
 
+mod auth;
 mod caps;
 mod conn;
-mod encode;
 mod error;
 mod lookup;
+mod mailbox;
 mod pipeline;
+pub mod proto;
 
-use std::pin::Pin;
-use std::time::Duration;
-
-use tokio_io_timeout::TimeoutStream;
+#[cfg(test)]
+mod tests;
 
 pub use caps::Capabilities;
-pub use error::ImapError;
+pub use error::{ImapError, ImapErrorKind};
 pub use pipeline::{AppendPipeline, AppendResult, MAX_WINDOW as MAX_APPEND_WINDOW};
 
 use crate::config::{ImapAuth, ServerSettings};
@@ -78,14 +90,11 @@ pub struct Appended {
     pub uid: Option<u32>,
 }
 
-/// The connection after TLS: reads and writes time out by themselves.
-type MainStream = Pin<Box<TimeoutStream<MaybeTls>>>;
+/// The connection a session runs on (after TLS, if any).
+type MainStream = MaybeTls;
 
-fn with_timeouts(stream: MaybeTls, timeout: Duration) -> MainStream {
-    let mut s = TimeoutStream::new(stream);
-    s.set_read_timeout(Some(timeout));
-    s.set_write_timeout(Some(timeout));
-    Box::pin(s)
+fn net_error(server: &str, e: net::NetError) -> ImapError {
+    ImapError::new(server, ImapErrorKind::Net(e))
 }
 
 /// A logged-in IMAP session.
@@ -115,35 +124,33 @@ pub async fn connect(settings: &ServerSettings<ImapAuth>) -> Result<Session, Ima
     let server = ep.to_string();
     let (mut conn, preauth) = match ep.tls {
         TlsMode::Starttls => {
-            let tcp = net::connect_tcp(ep).await?;
+            let tcp = net::connect_tcp(ep)
+                .await
+                .map_err(|e| net_error(&server, e))?;
             let mut plain = Conn::new(tcp, server.clone(), ep.timeout);
             let greeting = plain.greeting().await?;
             if greeting.preauth {
-                return Err(ImapError::Protocol {
-                    server,
-                    what: "the server greets with PREAUTH on a plain connection, so STARTTLS is impossible; refusing to continue without TLS".into(),
-                });
+                return Err(ImapError::new(server, ImapErrorKind::Protocol { what: "the server greets with PREAUTH on a plain connection, so STARTTLS is impossible; refusing to continue without TLS".into() }));
             }
             match greeting.caps {
                 Some(caps) => plain.caps = caps,
                 None => plain.capability().await?,
             }
             if !plain.caps.starttls() {
-                return Err(ImapError::Protocol {
-                    server,
-                    what: "the server does not offer STARTTLS; refusing to continue without TLS (use tls = \"implicit\" if it has a TLS port)".into(),
-                });
+                return Err(ImapError::new(server, ImapErrorKind::Protocol { what: "the server does not offer STARTTLS; refusing to continue without TLS (use tls = \"implicit\" if it has a TLS port)".into() }));
             }
             plain.starttls().await?;
             // Anything the server sent after its OK is dropped here, unread.
-            let tls = net::start_tls(plain.into_inner(), ep).await?;
-            let mut conn = Conn::new(with_timeouts(tls, ep.timeout), server, ep.timeout);
+            let tls = net::start_tls(plain.into_inner(), ep)
+                .await
+                .map_err(|e| net_error(&server, e))?;
+            let mut conn = Conn::new(tls, server, ep.timeout);
             conn.capability().await?;
             (conn, false)
         }
         TlsMode::Implicit | TlsMode::None => {
-            let stream = net::connect(ep).await?;
-            let mut conn = Conn::new(with_timeouts(stream, ep.timeout), server, ep.timeout);
+            let stream = net::connect(ep).await.map_err(|e| net_error(&server, e))?;
+            let mut conn = Conn::new(stream, server, ep.timeout);
             let greeting = conn.greeting().await?;
             match greeting.caps {
                 Some(caps) => conn.caps = caps,
@@ -152,7 +159,7 @@ pub async fn connect(settings: &ServerSettings<ImapAuth>) -> Result<Session, Ima
             (conn, greeting.preauth)
         }
     };
-    let tls = conn.stream().get_ref().is_tls();
+    let tls = conn.stream().is_tls();
     if preauth {
         tracing::debug!(server = %conn.server, "IMAP server pre-authenticated the connection");
         conn.capability().await?;
@@ -170,12 +177,7 @@ impl Session {
 
     /// Whether the connection is protected by TLS.
     pub fn is_tls(&self) -> bool {
-        self.conn.stream().get_ref().is_tls()
-    }
-
-    /// `host:port` of the server, for messages.
-    pub fn server(&self) -> &str {
-        &self.conn.server
+        self.conn.stream().is_tls()
     }
 
     /// STATUS of `mailbox` (a UTF-8 name, sent as modified UTF-7); when the
@@ -197,26 +199,6 @@ impl Session {
         self.conn.status(mailbox).await.map(Some)
     }
 
-    /// Appends `msg` to `mailbox` with `flags` (e.g. `\Seen`) and an optional
-    /// INTERNALDATE ("dd-Mon-yyyy hh:mm:ss +zzzz").
-    ///
-    /// The message is streamed from its spool as a literal: `~{n}` (literal8)
-    /// when it holds a NUL and the server offers BINARY, `{n+}` when the
-    /// server offers LITERAL+ (or LITERAL- and n <= 4096), else `{n}` after
-    /// the server's "+". A NO `[TRYCREATE]` creates the mailbox and retries
-    /// once. On NO the error carries the response code; see
-    /// [`ImapError::is_permanent_rejection`], [`ImapError::is_transient`] and
-    /// [`ImapError::append_outcome_unknown`].
-    pub async fn append(
-        &mut self,
-        mailbox: &str,
-        flags: &[String],
-        internal_date: Option<&str>,
-        msg: &SpooledMessage,
-    ) -> Result<Appended, ImapError> {
-        self.conn.append(mailbox, flags, internal_date, msg).await
-    }
-
     /// Pipelined APPENDs to `mailbox` with `flags`: up to `window` APPENDs
     /// (clamped to `1..=`[`MAX_APPEND_WINDOW`]) and about `max_bytes` of
     /// literals in flight when the server offers LITERAL+ or LITERAL-, one at
@@ -232,6 +214,32 @@ impl Session {
     ) -> Result<AppendPipeline<'_, T>, ImapError> {
         pipeline::Pipe::new(&mut self.conn, mailbox, flags, window, max_bytes)
             .map(AppendPipeline::new)
+    }
+
+    /// One APPEND of `msg`: a pipeline of one (see
+    /// [`Session::append_pipeline`], which the sync engine uses). A NO
+    /// `[TRYCREATE]` is returned as it is. Kept only because the integration
+    /// tests (`tests/imap_target.rs`) call it.
+    #[doc(hidden)]
+    pub async fn append(
+        &mut self,
+        mailbox: &str,
+        flags: &[String],
+        internal_date: Option<&str>,
+        msg: &SpooledMessage,
+    ) -> Result<Appended, ImapError> {
+        let server = self.conn.server.clone();
+        let mut pipe = self.append_pipeline::<()>(mailbox, flags, 1, u64::MAX)?;
+        pipe.push((), msg, internal_date).await?;
+        match pipe.next_result().await? {
+            Some(((), result)) => result,
+            None => Err(ImapError::new(
+                server,
+                ImapErrorKind::Protocol {
+                    what: "an APPEND without a result".into(),
+                },
+            )),
+        }
     }
 
     /// The UIDs (highest first) of the messages in `mailbox` whose

@@ -19,12 +19,11 @@
 //!   intents stay unresolved and are settled by a search, as today).
 //! - One bad message never blocks the rest (4): a NO or BAD completes one
 //!   tag only; it is that message's result and the others go on. A NO
-//!   `[TRYCREATE]` is returned as it is: call [`super::Session::ensure_mailbox`]
-//!   before pipelining, and retry such a message with
-//!   [`super::Session::append`] (which creates the mailbox) once the pipeline
-//!   is finished.
-//! - Byte for byte (1): each message goes out exactly as the single APPEND
-//!   sends it (literal8 when it holds a NUL and the server offers BINARY).
+//!   `[TRYCREATE]` is returned as it is (see [`ImapError::is_trycreate`]):
+//!   call [`super::Session::ensure_mailbox`] before pipelining, and again
+//!   before a later pass retries such a message.
+//! - Byte for byte (1): each message goes out exactly as spooled (literal8
+//!   when it holds a NUL and the server offers BINARY).
 //! - Bounded (6): at most `window` APPENDs (at most [`MAX_WINDOW`]) and about
 //!   `max_bytes` of literals are in flight; messages are streamed from their
 //!   spool as they are written and the pipeline keeps none of them (a caller
@@ -39,46 +38,28 @@
 //! server gives no single UIDs; pipelined single APPENDs save the same round
 //! trips.
 
-use std::collections::{HashMap, VecDeque};
+//!
+//! The bookkeeping (window, bytes in flight, completions matched by tag and
+//! handed back in push order, the split on failure) is [`crate::window`]'s;
+//! this file writes the APPENDs and reads their completions.
 
-use super::conn::{Conn, Done, ImapIo};
-use super::encode::{self, Arg};
-use super::error::ImapError;
+use super::conn::{Conn, ImapIo};
+use super::error::{self, ImapError};
+use super::proto::command::Part;
+use super::proto::encode::{self, Arg};
+use super::proto::reply::Done;
 use super::{Appended, MainStream};
 use crate::spool::SpooledMessage;
+use crate::window::{Window, WindowError};
 
-/// Most APPENDs in flight at once.
-pub const MAX_WINDOW: usize = 256;
+/// Most APPENDs in flight at once (the one bound of [`crate::window`]).
+pub use crate::window::MAX_WINDOW;
 
 /// One result: the token given to `push` and the APPEND's outcome (`Err` is
 /// that message's NO or BAD; the connection goes on).
 pub type AppendResult<T> = (T, Result<Appended, ImapError>);
 
-struct InFlight<T> {
-    tag: String,
-    token: T,
-    len: u64,
-}
-
-/// The engine, generic over the stream so that unit tests run it on a pipe.
-pub(crate) struct Pipe<'c, T, S: ImapIo> {
-    conn: &'c mut Conn<S>,
-    mailbox: Arg,
-    flags: Option<String>,
-    window: usize,
-    max_bytes: u64,
-    /// Pushed, completion not read yet, oldest first.
-    in_flight: VecDeque<InFlight<T>>,
-    in_flight_bytes: u64,
-    /// Completions that arrived before an older one's (servers may complete
-    /// commands out of order); at most `window` of them.
-    early: HashMap<String, Done>,
-    /// Results known, not yet handed out, in push order.
-    ready: VecDeque<AppendResult<T>>,
-    /// The connection failed: every in-flight outcome is unknown.
-    failed: bool,
-}
-
+/// What the server answered one APPEND.
 fn appended(done: Done, server: &str) -> Result<Appended, ImapError> {
     if done.is_ok() {
         let (uidvalidity, uid) = match done.append_uid {
@@ -87,9 +68,21 @@ fn appended(done: Done, server: &str) -> Result<Appended, ImapError> {
         };
         Ok(Appended { uidvalidity, uid })
     } else {
-        Err(done.into_error(server))
+        Err(error::refusal(server, done))
     }
 }
+
+/// The engine, generic over the stream so that unit tests run it on a pipe.
+pub(crate) struct Pipe<'c, T, S: ImapIo> {
+    conn: &'c mut Conn<S>,
+    mailbox: Arg,
+    flags: Option<String>,
+    /// Keyed by tag; the cost of an entry is its message's size.
+    window: Window<String, T, Result<Appended, ImapError>>,
+}
+
+const WHAT: &str = "appending messages";
+const WAITING: &str = "waiting for APPEND results";
 
 impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
     pub(crate) fn new(
@@ -102,44 +95,44 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
         let arg = encode::mailbox_arg(mailbox).map_err(|w| conn.invalid(w))?;
         let flags = encode::flag_list(flags).map_err(|w| conn.invalid(w))?;
         let pipelined = conn.caps.literal_plus() || conn.caps.literal_minus();
-        let window = if pipelined {
-            window.clamp(1, MAX_WINDOW)
-        } else {
-            1
-        };
+        let limit = if pipelined { window } else { 1 };
         conn.pipe_begin()?;
         Ok(Pipe {
             conn,
             mailbox: arg,
             flags,
-            window,
-            max_bytes: max_bytes.max(1),
-            in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
-            early: HashMap::new(),
-            ready: VecDeque::new(),
-            failed: false,
+            window: Window::with_max_cost(limit, max_bytes),
         })
     }
 
     pub(crate) fn window(&self) -> usize {
-        self.window
+        self.window.limit()
     }
 
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
-        self.in_flight.len().saturating_add(self.ready.len())
+        self.window.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_in_flight(&self) -> usize {
+        self.window.in_flight()
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn read_one_for_test(&mut self) -> Result<(), ImapError> {
+        self.read_one().await
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.pending() >= self.window || self.in_flight_bytes >= self.max_bytes
+        self.window.is_full()
     }
 
     fn check(&self) -> Result<(), ImapError> {
-        if self.failed {
-            return Err(ImapError::Protocol {
-                server: self.conn.server.clone(),
-                what: "the connection failed during pipelined APPENDs; reconnect".into(),
-            });
+        if self.window.is_broken() {
+            return Err(self
+                .conn
+                .protocol("the connection failed during pipelined APPENDs; reconnect"));
         }
         Ok(())
     }
@@ -155,8 +148,24 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
     }
 
     fn fail<E>(&mut self, e: E) -> E {
-        self.failed = true;
+        self.window.set_broken();
         e
+    }
+
+    /// The parts of one APPEND: literal8 for a message with a NUL when the
+    /// server offers BINARY, else a plain literal.
+    fn parts<'m>(&self, date: Option<&str>, msg: &'m SpooledMessage) -> Vec<Part<'m>> {
+        let binary = msg.has_nul() && self.conn.caps.binary();
+        let mut parts = vec![Part::text("APPEND "), Part::arg(self.mailbox.clone())];
+        if let Some(flags) = &self.flags {
+            parts.push(Part::text(format!(" {flags}")));
+        }
+        if let Some(date) = date {
+            parts.push(Part::text(format!(" {date}")));
+        }
+        parts.push(Part::text(" "));
+        parts.push(Part::Message { msg, binary });
+        parts
     }
 
     pub(crate) async fn push(
@@ -178,126 +187,105 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
         let non_sync = self.non_sync(msg);
         if !non_sync {
             // A synchronizing literal: nothing else may be in flight.
-            while !self.in_flight.is_empty() {
+            while self.window.in_flight() > 0 {
                 self.read_one().await?;
             }
         }
         let tag = self.conn.pipe_tag();
-        let written = self
-            .conn
-            .pipe_write_append(
-                &tag,
-                &self.mailbox,
-                self.flags.as_deref(),
-                date.as_deref(),
-                msg,
-            )
-            .await;
-        match written {
-            Ok(Some(done)) => {
-                // Refused before its literal was sent.
-                let result = appended(done, &self.conn.server);
-                self.ready.push_back((token, result));
-            }
-            Ok(None) => {
-                self.in_flight_bytes = self.in_flight_bytes.saturating_add(msg.len());
-                self.in_flight.push_back(InFlight {
-                    tag,
-                    token,
-                    len: msg.len(),
-                });
-                if !non_sync {
-                    self.read_one().await?;
-                }
-            }
+        let parts = self.parts(date.as_deref(), msg);
+        let written = self.conn.pipe_write(&tag, WHAT, parts).await;
+        let server = &self.conn.server;
+        let recorded = match written {
+            // Refused before its literal was sent.
+            Ok(Some(done)) => self
+                .window
+                .push_answered(tag, token, appended(done, server)),
+            Ok(None) => self.window.push(tag, token, msg.len()),
+            // Whether the server took this one is unknown: keep its token
+            // with the unresolved ones.
             Err(e) => {
-                // Whether the server took this one is unknown: keep its token
-                // with the unresolved ones.
-                self.in_flight.push_back(InFlight {
-                    tag,
-                    token,
-                    len: msg.len(),
-                });
+                let _ = self.window.push(tag, token, msg.len());
                 return Err(self.fail(e));
             }
+        };
+        self.recorded(recorded)?;
+        if !non_sync {
+            self.read_one().await?;
         }
         Ok(())
     }
 
-    /// Reads completions until the oldest in-flight APPEND's is known and
-    /// moves it to `ready`.
+    fn recorded(&mut self, r: Result<(), WindowError>) -> Result<(), ImapError> {
+        r.map_err(|e| {
+            let e = self.conn.protocol(format!("pipelined APPEND: {e}"));
+            self.fail(e)
+        })
+    }
+
+    /// Reads one completion and records it against its tag.
     async fn read_one(&mut self) -> Result<(), ImapError> {
-        let Some(oldest) = self.in_flight.front() else {
+        if self.window.in_flight() == 0 {
             return Ok(());
+        }
+        let (tag, done) = match self.conn.pipe_next_done(WAITING).await {
+            Ok(x) => x,
+            Err(e) => return Err(self.fail(e)),
         };
-        let oldest_tag = oldest.tag.clone();
-        let done = match self.early.remove(&oldest_tag) {
-            Some(done) => done,
-            None => loop {
-                let (tag, done) = match self.conn.pipe_next_done().await {
-                    Ok(x) => x,
-                    Err(e) => return Err(self.fail(e)),
-                };
-                if tag == oldest_tag {
-                    break done;
-                }
-                let ours = self.in_flight.iter().any(|f| f.tag == tag);
-                if !ours || self.early.contains_key(&tag) {
-                    let e = self.conn.unknown_tag("appending messages");
-                    return Err(self.fail(e));
-                }
-                self.early.insert(tag, done);
-            },
-        };
-        if let Some(f) = self.in_flight.pop_front() {
-            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(f.len);
-            let result = appended(done, &self.conn.server);
-            self.ready.push_back((f.token, result));
+        let result = appended(done, &self.conn.server);
+        if self.window.complete(tag.as_str(), result).is_err() {
+            let e = self.conn.protocol(format!(
+                "completion of a command we did not send while {WHAT}"
+            ));
+            return Err(self.fail(e));
         }
         Ok(())
     }
 
     pub(crate) async fn next_result(&mut self) -> Result<Option<AppendResult<T>>, ImapError> {
-        if let Some(r) = self.ready.pop_front() {
-            self.settle();
-            return Ok(Some(r));
+        loop {
+            if let Some((_, token, result)) = self.window.pop() {
+                self.settle();
+                return Ok(Some((token, result)));
+            }
+            self.check()?;
+            if self.window.is_empty() {
+                return Ok(None);
+            }
+            self.read_one().await?;
         }
-        self.check()?;
-        if self.in_flight.is_empty() {
-            return Ok(None);
-        }
-        self.read_one().await?;
-        let r = self.ready.pop_front();
-        self.settle();
-        Ok(r)
     }
 
     /// Once nothing is in flight, the connection is in step again.
     fn settle(&mut self) {
-        if self.in_flight.is_empty() && !self.failed {
-            self.conn.pipe_end();
+        if self.window.in_flight() == 0 && !self.window.is_broken() {
+            self.conn.end();
         }
     }
 
     pub(crate) fn abandon(mut self) -> (Vec<AppendResult<T>>, Vec<T>) {
-        let known: Vec<_> = self.ready.drain(..).collect();
-        let unknown: Vec<_> = self.in_flight.drain(..).map(|f| f.token).collect();
-        if !unknown.is_empty() {
-            // Completions are still owed: the connection must not be reused
-            // (Drop leaves it marked busy).
-            self.failed = true;
+        // With completions still owed (or after a failure) the connection
+        // must not be reused: the window left for Drop says so, and Drop
+        // leaves it marked busy.
+        let mut left = Window::new(1);
+        if self.window.in_flight() > 0 || self.window.is_broken() {
+            left.set_broken();
         }
-        (known, unknown)
+        let window = std::mem::replace(&mut self.window, left);
+        let (known, unknown) = window.abandon();
+        (
+            known.into_iter().map(|(_, t, r)| (t, r)).collect(),
+            unknown.into_iter().map(|(_, t)| t).collect(),
+        )
     }
 }
 
 impl<T, S: ImapIo> Drop for Pipe<'_, T, S> {
     fn drop(&mut self) {
         // Completions still owed by the server: the connection stays marked
-        // busy (the `broken` flag set by `pipe_begin`), so it refuses every
-        // later command instead of reading them as its own.
-        if self.in_flight.is_empty() && !self.failed {
-            self.conn.pipe_end();
+        // busy (set by `pipe_begin`), so it refuses every later command
+        // instead of reading them as its own.
+        if self.window.in_flight() == 0 && !self.window.is_broken() {
+            self.conn.end();
         }
     }
 }
@@ -329,11 +317,6 @@ impl<'s, T> AppendPipeline<'s, T> {
     /// (clamped to `1..=`[`MAX_WINDOW`]) with LITERAL+ or LITERAL-, 1 without.
     pub fn window(&self) -> usize {
         self.pipe.window()
-    }
-
-    /// Pushed messages whose result has not been handed out yet.
-    pub fn pending(&self) -> usize {
-        self.pipe.pending()
     }
 
     /// True when [`AppendPipeline::push`] must wait for a

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::FailureKind;
 use crate::config::{Account, ServerSettings};
-use crate::imap::ImapError;
+use crate::imap::{ImapError, ImapErrorKind};
 use crate::pop3::Pop3Error;
 
 /// Why a pass stopped early.
@@ -58,7 +58,7 @@ pub(super) fn imap_failure(account: &Account, what: &str, e: ImapError) -> Failu
     } else {
         FailureKind::Permanent
     };
-    let hint = if matches!(e, ImapError::Auth { .. }) {
+    let hint = if matches!(e.kind(), ImapErrorKind::Auth { .. }) {
         " (check the username and password in [accounts.target])"
     } else {
         ""

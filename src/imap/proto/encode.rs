@@ -90,7 +90,7 @@ pub fn mailbox_arg(name: &str) -> Result<Arg, String> {
 }
 
 /// ATOM-CHAR: any 7-bit CHAR except atom-specials.
-fn is_atom_char(b: u8) -> bool {
+pub(crate) fn is_atom_char(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && !b"(){%*\"\\]".contains(&b)
 }
 
