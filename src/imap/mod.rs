@@ -283,6 +283,42 @@ impl Session {
         self.conn.content_sha256(uid, size).await
     }
 
+    /// The first of `candidates` (UIDs in the mailbox selected by the last
+    /// lookup) whose content is exactly `msg`. A message with a NUL also
+    /// matches as Dovecot stores it without BINARY, each NUL shown as 0x80
+    /// under `BODY[]` (that server knowledge belongs here, not in sync).
+    pub async fn find_copy(
+        &mut self,
+        candidates: impl IntoIterator<Item = u32>,
+        msg: &SpooledMessage,
+    ) -> Result<Option<u32>, ImapError> {
+        let want = msg.sha256();
+        let mut shown: Option<[u8; 32]> = None;
+        for uid in candidates {
+            let Some(got) = self.content_sha256(uid, msg.len()).await? else {
+                continue;
+            };
+            if got == want {
+                return Ok(Some(uid));
+            }
+            if msg.has_nul() {
+                if shown.is_none() {
+                    let digest = msg.sha256_nul_as_0x80().await.map_err(|source| {
+                        ImapError::new(
+                            self.conn.server.clone(),
+                            error::ImapErrorKind::Spool { source },
+                        )
+                    })?;
+                    shown = Some(digest);
+                }
+                if shown == Some(got) {
+                    return Ok(Some(uid));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// LOGOUT and close the connection.
     pub async fn logout(mut self) -> Result<(), ImapError> {
         self.conn.logout().await

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use super::failure::{Failure, imap_failure, ledger_failure, spool_failure};
+use super::failure::{Failure, imap_failure, ledger_failure};
 use super::headers::HeaderFacts;
 use super::pass::{Ctx, intent};
 use super::plan::Fetch;
@@ -103,9 +103,7 @@ pub(super) async fn settle(
     Ok(true)
 }
 
-/// Looks for `msg` in the target mailbox (see the module doc). A message
-/// with a NUL is also compared as Dovecot stores it where the server has no
-/// BINARY (a NUL shown as 0x80).
+/// Looks for `msg` in the target mailbox (see the module doc).
 async fn find_in_target(
     imap: &mut imap::Session,
     acc: &Account,
@@ -123,23 +121,6 @@ async fn find_in_target(
         }
     }
     .map_err(fail)?;
-    let want = msg.sha256();
-    let mut shown: Option<[u8; 32]> = None;
-    for uid in candidates.into_iter().filter(|u| !claimed.contains(u)) {
-        let Some(got) = imap.content_sha256(uid, msg.len()).await.map_err(fail)? else {
-            continue;
-        };
-        if got == want {
-            return Ok(Some(uid));
-        }
-        if msg.has_nul() {
-            if shown.is_none() {
-                shown = Some(msg.sha256_nul_as_0x80().await.map_err(spool_failure)?);
-            }
-            if shown == Some(got) {
-                return Ok(Some(uid));
-            }
-        }
-    }
-    Ok(None)
+    let unclaimed = candidates.into_iter().filter(|u| !claimed.contains(u));
+    imap.find_copy(unclaimed, msg).await.map_err(fail)
 }
