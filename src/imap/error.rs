@@ -236,7 +236,8 @@ impl ImapError {
     /// plain NO, a BAD for its arguments or content). Count it against the
     /// message's bounded retries (guarantee 4); other messages can go on.
     /// Not true for TRYCREATE or transient refusals.
-    pub fn is_permanent_rejection(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_permanent_rejection(&self) -> bool {
         match &self.kind {
             ImapErrorKind::No { .. } => !self.is_transient() && !self.is_trycreate(),
             ImapErrorKind::Bad { .. } | ImapErrorKind::InvalidArgument { .. } => true,
@@ -246,7 +247,8 @@ impl ImapError {
 
     /// The session can no longer be used: reconnect before the next command.
     /// (After NO, BAD or an invalid argument the session is still fine.)
-    pub fn needs_reconnect(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn needs_reconnect(&self) -> bool {
         !matches!(
             self.kind,
             ImapErrorKind::No { .. }

@@ -52,7 +52,7 @@
 //! per socket operation, [`crate::deadline`]); one command may read at most
 //! a few MiB of responses; server text kept in errors is cut to a
 //! few hundred printable characters. Any error for which
-//! [`ImapError::needs_reconnect`] is true leaves the session unusable.
+//! connection error (timeout, BYE, I/O, a protocol error) leaves the session unusable.
 
 mod auth;
 mod caps;
@@ -214,32 +214,6 @@ impl Session {
     ) -> Result<AppendPipeline<'_, T>, ImapError> {
         pipeline::Pipe::new(&mut self.conn, mailbox, flags, window, max_bytes)
             .map(AppendPipeline::new)
-    }
-
-    /// One APPEND of `msg`: a pipeline of one (see
-    /// [`Session::append_pipeline`], which the sync engine uses). A NO
-    /// `[TRYCREATE]` is returned as it is. Kept only because the integration
-    /// tests (`tests/imap_target.rs`) call it.
-    #[doc(hidden)]
-    pub async fn append(
-        &mut self,
-        mailbox: &str,
-        flags: &[String],
-        internal_date: Option<&str>,
-        msg: &SpooledMessage,
-    ) -> Result<Appended, ImapError> {
-        let server = self.conn.server.clone();
-        let mut pipe = self.append_pipeline::<()>(mailbox, flags, 1, u64::MAX)?;
-        pipe.push((), msg, internal_date).await?;
-        match pipe.next_result().await? {
-            Some(((), result)) => result,
-            None => Err(ImapError::new(
-                server,
-                ImapErrorKind::Protocol {
-                    what: "an APPEND without a result".into(),
-                },
-            )),
-        }
     }
 
     /// The UIDs (highest first) of the messages in `mailbox` whose
