@@ -4,7 +4,7 @@
 //! - [`config`]: TOML in, validated settings out.
 //! - [`net`]: TCP and verified TLS connections with timeouts.
 //! - [`pop3`]: our own POP3 client (sans-IO codec + typestate session).
-//! - [`imap`]: the IMAP target (async-imap plus our own APPEND).
+//! - [`imap`]: the IMAP target (sans-IO `proto` on imap-codec, connection, APPEND pipeline).
 //! - [`spool`]: a message's bytes on their way, memory-bounded.
 //! - [`window`], [`deadline`], [`sasl`]: pipelining bookkeeping, deadlines
 //!   and SASL encodings, shared by [`pop3`] and [`imap`].
