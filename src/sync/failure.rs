@@ -15,6 +15,17 @@ pub(super) struct Failure {
     pub retry_after: Option<Duration>,
 }
 
+impl Failure {
+    /// A failure that may pass by itself (back off and retry).
+    pub(super) fn transient(message: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 /// "what (user u): error", naming the server unless the error already does.
 pub(super) fn describe<A>(
     side: &str,
@@ -74,26 +85,14 @@ pub(super) fn imap_failure(account: &Account, what: &str, e: ImapError) -> Failu
 }
 
 pub(super) fn ledger_failure(e: anyhow::Error) -> Failure {
-    Failure {
-        kind: FailureKind::Transient,
-        message: format!("ledger: {e:#}"),
-        retry_after: None,
-    }
+    Failure::transient(format!("ledger: {e:#}"))
 }
 
 pub(super) fn spool_failure(e: std::io::Error) -> Failure {
-    Failure {
-        kind: FailureKind::Transient,
-        message: format!("cannot spool a message to a temporary file: {e}"),
-        retry_after: None,
-    }
+    Failure::transient(format!("cannot spool a message to a temporary file: {e}"))
 }
 
 /// The IMAP session is gone (a stage needed it and it was not there).
 pub(super) fn session_lost() -> Failure {
-    Failure {
-        kind: FailureKind::Transient,
-        message: "IMAP session lost".into(),
-        retry_after: None,
-    }
+    Failure::transient("IMAP session lost")
 }

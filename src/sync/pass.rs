@@ -144,31 +144,13 @@ async fn sync(cx: &Ctx<'_>, report: &mut Report) {
                 lease::describe(&held)
             );
             let retry_after = Some(Duration::from_secs(u64::try_from(wait).unwrap_or(1)));
-            let kind = FailureKind::Transient;
-            return fail(
-                report,
-                acc,
-                Failure {
-                    kind,
-                    message,
-                    retry_after,
-                },
-            );
+            let f = Failure {
+                retry_after,
+                ..Failure::transient(message)
+            };
+            return fail(report, acc, f);
         }
-        Err(e) => {
-            let message = format!("{e:#}");
-            let kind = FailureKind::Transient;
-            let retry_after = None;
-            return fail(
-                report,
-                acc,
-                Failure {
-                    kind,
-                    message,
-                    retry_after,
-                },
-            );
-        }
+        Err(e) => return fail(report, acc, Failure::transient(format!("{e:#}"))),
     }
     locked(cx, report).await;
     lease::release(cx.ledger, &acc.name).await;
@@ -178,18 +160,7 @@ async fn sync(cx: &Ctx<'_>, report: &mut Report) {
 async fn locked(cx: &Ctx<'_>, report: &mut Report) {
     let acc = cx.account;
     if let Err(e) = cx.ledger.start_run(&acc.name).await {
-        let message = format!("{e:#}");
-        let kind = FailureKind::Transient;
-        let retry_after = None;
-        return fail(
-            report,
-            acc,
-            Failure {
-                kind,
-                message,
-                retry_after,
-            },
-        );
+        return fail(report, acc, Failure::transient(format!("{e:#}")));
     }
     let mut pass = Pass {
         cx,
@@ -209,14 +180,10 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
             r = &mut running => r,
             lost = &mut keeping => {
                 let r = running.await;
-                r.and(Err(Failure {
-                    kind: FailureKind::Transient,
-                    message: format!(
+                r.and(Err(Failure::transient(format!(
                         "lost the account's lease to {}; stopped at a safe point",
                         lease::describe(&lost)
-                    ),
-                    retry_after: None,
-                }))
+                    ))))
             }
         }
     };
