@@ -29,7 +29,7 @@ pub mod proto;
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;
 
-pub use client::{Body, Session, connect};
+pub use client::{Body, Session, UidlReply, connect};
 pub use error::{Pop3Error, Pop3ErrorKind};
 pub use pipeline::{Each, RetrStream};
-pub use proto::{Capa, RespCode};
+pub use proto::{BadUidl, Capa, RespCode};
