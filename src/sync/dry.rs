@@ -22,7 +22,7 @@ pub(super) async fn run(
     if let Some(delay) = pop.login_delay() {
         report.retry_after = Some(delay);
     }
-    let listing = listing::list(acc, &mut pop).await?;
+    let listing = listing::list(acc, &mut pop, ledger, report).await?;
     let rows = match ledger {
         Some(l) => l.messages(&acc.name).await.map_err(ledger_failure)?,
         None => Default::default(),
