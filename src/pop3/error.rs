@@ -34,7 +34,7 @@ pub enum Pop3ErrorKind {
         timeout: Duration,
     },
 
-    /// A reply came slower than [`MIN_RATE`](super::connection::MIN_RATE)
+    /// A reply came slower than [`MIN_RATE`](super::MIN_RATE)
     /// bytes a second (after the timeout's grace): each read was within the
     /// timeout, but the reply as a whole was not.
     TooSlow {
