@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::Connection;
 use super::error::{Pop3Error, Pop3ErrorKind};
-use super::proto::{self, Capa, Command, DotDecoder, RespCode, Status, StatusKind};
+use super::proto::{self, BadUidl, Capa, Command, DotDecoder, RespCode, Status, StatusKind};
 use crate::config::{Credential, Pop3Auth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
 use crate::sasl;
@@ -89,6 +89,25 @@ pub struct Session<S = MaybeTls> {
     /// Several commands may be written before their replies are read: the
     /// server announced PIPELINING and nobody turned it off.
     pub(super) pipelining: bool,
+    /// The server took our UTF8 command (RFC 6856): it serves messages with
+    /// 8-bit headers as they are, not downgraded.
+    utf8: bool,
+}
+
+/// The server's answer to UIDL.
+#[derive(Debug)]
+pub enum UidlReply {
+    /// The listing: the ids RFC 1939 allows, and apart the messages whose id
+    /// it does not (each affects only its own message).
+    Listed {
+        ids: Vec<(u32, String)>,
+        invalid: Vec<(u32, BadUidl)>,
+    },
+    /// A -ERR without a response code that says why (`[SYS/TEMP]`,
+    /// `[IN-USE]` and the like are errors, not this): the server may lack
+    /// UIDL, or may have failed this once. The caller decides which, from
+    /// CAPA and what it knows of earlier sessions; `text` is the server's.
+    Refused { text: String },
 }
 
 /// Which login is used, for logs and error messages.
@@ -269,6 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 mechanism: login.name(),
             }));
         }
+        let utf8 = enable_utf8(&mut conn, &caps).await?;
         let user = settings.username.as_str();
         let Credential::Password(password) = settings
             .credential()
@@ -333,7 +353,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             caps,
             tls,
             pipelining,
+            utf8,
         })
+    }
+
+    /// True when the server took UTF8 (RFC 6856): messages come as they are,
+    /// 8-bit headers included.
+    pub fn utf8(&self) -> bool {
+        self.utf8
     }
 
     /// What the server announced (after STLS, the post-TLS announcement).
@@ -387,6 +414,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         read_uidl_reply(&mut self.conn).await
     }
 
+    /// UIDL (no argument), keeping what [`Session::uidl`] turns into `None`
+    /// or an error apart: a refusal without a known response code, and
+    /// entries whose id RFC 1939 does not allow.
+    pub async fn uidl_entries(&mut self) -> Result<UidlReply, Pop3Error> {
+        self.conn.send(&Command::Uidl).await?;
+        read_uidl_entries(&mut self.conn).await
+    }
+
     /// RETR: the whole message, as a stream of decoded bytes.
     pub async fn retr(&mut self, msg: u32) -> Result<Body<'_, S>, Pop3Error> {
         expect_ok(&mut self.conn, &Command::Retr(msg), false).await?;
@@ -421,10 +456,27 @@ where
 }
 
 /// Reads the reply to UIDL; `None` when the server does not support UIDL
-/// (-ERR without a code that says otherwise).
+/// (-ERR without a code that says otherwise), an error when an id is not one
+/// RFC 1939 allows.
 pub(super) async fn read_uidl_reply<S>(
     conn: &mut Connection<S>,
 ) -> Result<Option<Vec<(u32, String)>>, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match read_uidl_entries(conn).await? {
+        UidlReply::Refused { .. } => Ok(None),
+        UidlReply::Listed { ids, invalid } => match invalid.first() {
+            None => Ok(Some(ids)),
+            Some((n, bad)) => Err(conn.error(Pop3ErrorKind::Protocol {
+                what: format!("UIDL of message {n} {}: {}", bad.reason, bad.shown),
+            })),
+        },
+    }
+}
+
+/// Reads the reply to UIDL, bad ids kept apart (see [`UidlReply`]).
+pub(super) async fn read_uidl_entries<S>(conn: &mut Connection<S>) -> Result<UidlReply, Pop3Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -434,17 +486,61 @@ where
         StatusKind::Err => {
             return match st.code {
                 None | Some(RespCode::Other(_)) => {
-                    tracing::debug!(server = %conn.server(), "UIDL not supported: {}", st.text_lossy());
-                    Ok(None)
+                    let text = st.text_lossy();
+                    tracing::debug!(server = %conn.server(), "UIDL refused: {text}");
+                    Ok(UidlReply::Refused { text })
                 }
                 Some(_) => Err(err_reply(conn, "UIDL", st, false)),
             };
         }
         StatusKind::Continue => return Err(unexpected_continue(conn, "UIDL")),
     }
-    read_listing(conn, "UIDL", MAX_LISTING_ENTRIES, proto::parse_uidl_line)
-        .await
-        .map(Some)
+    let entries = read_listing(conn, "UIDL", MAX_LISTING_ENTRIES, proto::parse_uidl_entry).await?;
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut invalid = Vec::new();
+    for (n, id) in entries {
+        match id {
+            Ok(id) => ids.push((n, id)),
+            Err(bad) => invalid.push((n, bad)),
+        }
+    }
+    Ok(UidlReply::Listed { ids, invalid })
+}
+
+/// RFC 6856: where CAPA lists UTF8, UTF8 is sent in the AUTHORIZATION state
+/// (the only state it is valid in), so before the login and after STLS;
+/// without it some servers (Courier) serve every message with 8-bit headers
+/// as a notice that it "cannot display" the message. Returns whether UTF-8
+/// mode is on. A -ERR without a response code leaves the session as one with
+/// a server that lacks UTF8 (a warning says so); one with a code (say
+/// `[SYS/TEMP]`) is that error.
+async fn enable_utf8<S>(conn: &mut Connection<S>, caps: &Capa) -> Result<bool, Pop3Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if !caps.utf8() {
+        return Ok(false);
+    }
+    conn.send(&Command::Utf8).await?;
+    let st = conn.read_status("UTF8").await?;
+    match st.kind {
+        StatusKind::Ok => {
+            tracing::debug!(server = %conn.server(), "POP3 UTF-8 mode on");
+            Ok(true)
+        }
+        StatusKind::Err => match st.code {
+            None | Some(RespCode::Other(_)) => {
+                tracing::warn!(
+                    server = %conn.server(),
+                    "The POP3 server announced UTF8 but refused it ({}); messages with 8-bit headers may arrive as the server's downgraded form",
+                    st.text_lossy()
+                );
+                Ok(false)
+            }
+            Some(_) => Err(err_reply(conn, "UTF8", st, false)),
+        },
+        StatusKind::Continue => Err(unexpected_continue(conn, "UTF8")),
+    }
 }
 
 /// Reads one status line and requires `+OK`.

@@ -29,6 +29,13 @@ const READ_BUF: usize = 64 * 1024;
 
 const _: () = assert!(READ_BUF > proto::MAX_STATUS_LINE + 2);
 
+/// The least throughput a reply must keep, in bytes a second: a reply of
+/// `n` bytes may take the timeout plus `n / MIN_RATE` seconds of waiting on
+/// the server in all, however it trickles (a byte just before each read's
+/// deadline would otherwise hold a pass forever). 16 KiB/s: a 50 MB message
+/// has about 53 minutes.
+pub const MIN_RATE: u64 = 16 * 1024;
+
 pub struct Connection<S> {
     stream: S,
     buf: Box<[u8]>,
@@ -40,6 +47,12 @@ pub struct Connection<S> {
     server: String,
     timeout: Duration,
     poisoned: bool,
+    /// The reply being read (from its status line to its end): the time
+    /// spent waiting for the server, and the bytes it sent. Time the caller
+    /// spends between two reads (say the IMAP side's back-pressure) does
+    /// not count against the server.
+    reply_waited: Duration,
+    reply_bytes: u64,
 }
 
 impl<S> Connection<S> {
@@ -114,7 +127,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             server,
             timeout,
             poisoned: false,
+            reply_waited: Duration::ZERO,
+            reply_bytes: 0,
         }
+    }
+
+    /// How long the next read may wait: the timeout, or less when the reply
+    /// is near the end of its allowance (timeout + bytes / [`MIN_RATE`]).
+    fn read_limit(&self) -> Duration {
+        let earned = Duration::from_secs_f64(self.reply_bytes as f64 / MIN_RATE as f64);
+        let allowance = self.timeout.saturating_add(earned);
+        allowance
+            .saturating_sub(self.reply_waited)
+            .min(self.timeout)
     }
 
     /// Sends one command. Secret-bearing commands are logged by name only
@@ -205,6 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // Cannot happen: every bounded line fits in the buffer.
             return Err(self.buffer_broken("read buffer full"));
         }
+        let limit = self.read_limit();
+        let (waited, bytes) = (self.reply_waited, self.reply_bytes);
         let (stream, server, timeout) = (&mut self.stream, self.server.as_str(), self.timeout);
         let space = self.buf.get_mut(self.end..).unwrap_or_default();
         let read = async {
@@ -214,10 +241,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(source) => Err(Pop3Error::new(server, Pop3ErrorKind::Io { what, source })),
             }
         };
-        let elapsed = || Pop3Error::new(server, Pop3ErrorKind::Timeout { what, timeout });
-        match deadline::within(timeout, read, elapsed).await {
+        let elapsed = || {
+            if limit < timeout {
+                Pop3Error::new(
+                    server,
+                    Pop3ErrorKind::TooSlow {
+                        what,
+                        bytes,
+                        waited: waited.saturating_add(limit),
+                        min_rate: MIN_RATE,
+                    },
+                )
+            } else {
+                Pop3Error::new(server, Pop3ErrorKind::Timeout { what, timeout })
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let result = deadline::within(limit, read, elapsed).await;
+        self.reply_waited = self.reply_waited.saturating_add(started.elapsed());
+        match result {
             Ok(n) => {
                 self.end = self.end.saturating_add(n).min(self.buf.len());
+                self.reply_bytes = self.reply_bytes.saturating_add(n as u64);
                 Ok(())
             }
             Err(e) => {
@@ -261,6 +306,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             "greeting" => "waiting for the greeting",
             _ => "waiting for a reply",
         };
+        // A new reply: its allowance starts now.
+        self.reply_waited = Duration::ZERO;
+        self.reply_bytes = 0;
         let line = self.read_line(proto::MAX_STATUS_LINE, what).await?;
         tracing::trace!(server = %self.server, "S: {}", line.escape_ascii());
         proto::parse_status(&line).map_err(|e| self.protocol(e))

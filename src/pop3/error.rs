@@ -34,6 +34,16 @@ pub enum Pop3ErrorKind {
         timeout: Duration,
     },
 
+    /// A reply came slower than [`MIN_RATE`](super::MIN_RATE)
+    /// bytes a second (after the timeout's grace): each read was within the
+    /// timeout, but the reply as a whole was not.
+    TooSlow {
+        what: &'static str,
+        bytes: u64,
+        waited: Duration,
+        min_rate: u64,
+    },
+
     /// Reading or writing failed.
     Io {
         what: &'static str,
@@ -110,6 +120,7 @@ impl Pop3Error {
         match &self.kind {
             Pop3ErrorKind::Net(e) => e.is_transient(),
             Pop3ErrorKind::Timeout { .. }
+            | Pop3ErrorKind::TooSlow { .. }
             | Pop3ErrorKind::Io { .. }
             | Pop3ErrorKind::Closed { .. }
             | Pop3ErrorKind::InUse { .. }
@@ -173,6 +184,17 @@ impl fmt::Display for Pop3Error {
             Pop3ErrorKind::Timeout { what, timeout } => write!(
                 f,
                 "POP3 server {server} did not answer within {timeout:?} while {what}"
+            ),
+            Pop3ErrorKind::TooSlow {
+                what,
+                bytes,
+                waited,
+                min_rate,
+            } => write!(
+                f,
+                "POP3 server {server} sent {bytes} bytes in {:.1}s while {what}: slower than the floor of {} KiB/s (after the timeout's grace); given up",
+                waited.as_secs_f64(),
+                min_rate / 1024
             ),
             Pop3ErrorKind::Io { what, source } => write!(
                 f,

@@ -8,7 +8,10 @@
 //! - [`proto`]: the wire format with no I/O (commands, status lines,
 //!   RESP-CODES, listings, CAPA, a streaming dot-unstuffing decoder);
 //! - `connection`: a stream with a bounded read buffer and a deadline on
-//!   every read and write ([`crate::deadline`]);
+//!   every read and write ([`crate::deadline`]), and a throughput floor per
+//!   reply: a reply of `n` bytes may wait on the server for the timeout plus
+//!   `n /` [`MIN_RATE`] seconds in all, so that a server trickling a byte
+//!   just before each deadline cannot hold a pass;
 //! - `client`: the conversation, with a typestate [`Session`] that exists only
 //!   once logged in (SASL PLAIN from [`crate::sasl`]), and a streaming
 //!   [`Body`] per message;
@@ -29,7 +32,8 @@ pub mod proto;
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;
 
-pub use client::{Body, Session, connect};
+pub use client::{Body, Session, UidlReply, connect};
+pub use connection::MIN_RATE;
 pub use error::{Pop3Error, Pop3ErrorKind};
 pub use pipeline::{Each, RetrStream};
-pub use proto::{Capa, RespCode};
+pub use proto::{BadUidl, Capa, RespCode};

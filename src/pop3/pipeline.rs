@@ -27,7 +27,8 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::client::{
-    Body, Session, err_reply, read_list_reply, read_uidl_reply, unexpected_continue,
+    Body, Session, UidlReply, err_reply, read_list_reply, read_uidl_entries, read_uidl_reply,
+    unexpected_continue,
 };
 use super::connection::Connection;
 use super::error::{Pop3Error, Pop3ErrorKind};
@@ -114,6 +115,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Read even after a -ERR to LIST; after a failure that poisoned the
         // session this returns at once and the LIST error is reported.
         let uidl = read_uidl_reply(&mut self.conn).await;
+        Ok((list?, uidl?))
+    }
+
+    /// LIST and UIDL as [`Session::list_and_uidl`], with the UIDL reply
+    /// as [`Session::uidl_entries`] gives it: a refusal and bad ids kept
+    /// apart for the caller to judge.
+    pub async fn list_and_uidl_entries(
+        &mut self,
+    ) -> Result<(Vec<(u32, u64)>, UidlReply), Pop3Error> {
+        if !self.pipelining {
+            let list = self.list().await?;
+            let uidl = self.uidl_entries().await?;
+            return Ok((list, uidl));
+        }
+        self.conn
+            .send_batch(&[Command::List, Command::Uidl])
+            .await?;
+        let list = read_list_reply(&mut self.conn).await;
+        let uidl = read_uidl_entries(&mut self.conn).await;
         Ok((list?, uidl?))
     }
 

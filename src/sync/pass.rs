@@ -286,7 +286,7 @@ impl Pass<'_, '_> {
             self.login_delay = Some(delay);
             self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
         }
-        let mut listing = listing::list(acc, &mut pop).await?;
+        let mut listing = listing::list(acc, &mut pop, Some(cx.ledger), self.report).await?;
         let known = known(
             cx.ledger,
             &acc.name,

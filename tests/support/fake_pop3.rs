@@ -28,6 +28,10 @@ pub struct FakeMessage {
     pub uidl: Option<String>,
     /// The size LIST announces (`None`: the real one).
     pub list_size: Option<u64>,
+    /// What RETR and TOP serve instead of `bytes` to a session that did not
+    /// enable UTF8 (RFC 6856) before logging in, as Courier serves a
+    /// "cannot display" notice for a message with 8-bit headers.
+    pub downgraded: Option<Vec<u8>>,
     id: usize,
 }
 
@@ -37,11 +41,17 @@ impl FakeMessage {
             bytes: bytes.to_vec(),
             uidl: Some(uidl.to_string()),
             list_size: None,
+            downgraded: None,
             id: 0,
         }
     }
     pub fn list_size(mut self, size: u64) -> FakeMessage {
         self.list_size = Some(size);
+        self
+    }
+    /// Served instead of the message unless the session sent UTF8.
+    pub fn downgraded(mut self, notice: &[u8]) -> FakeMessage {
+        self.downgraded = Some(notice.to_vec());
         self
     }
 }
@@ -58,6 +68,14 @@ pub enum Reply {
     Endless { head: Vec<u8>, line: Vec<u8> },
     /// These bytes, then close the connection.
     Close(Vec<u8>),
+    /// These bytes, `chunk` at a time with a pause of `every` before each
+    /// (a server that trickles, each read just within the client's timeout),
+    /// then carry on.
+    Trickle {
+        bytes: Vec<u8>,
+        chunk: usize,
+        every: Duration,
+    },
 }
 
 impl Reply {
@@ -265,6 +283,21 @@ fn play(stream: &mut TcpStream, reply: &Reply, state: &State) -> std::io::Result
             stream.write_all(b)?;
             Ok(false)
         }
+        Reply::Trickle {
+            bytes,
+            chunk,
+            every,
+        } => {
+            for piece in bytes.chunks((*chunk).max(1)) {
+                if state.stop.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                std::thread::sleep(*every);
+                stream.write_all(piece)?;
+                stream.flush()?;
+            }
+            Ok(true)
+        }
         Reply::Silent(b) => {
             stream.write_all(b)?;
             // Wait for the client to give up (or the server to stop).
@@ -304,6 +337,13 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     // The maildrop as this session sees it (like a lock taken at login).
     let snapshot = state.messages.lock().map(|m| m.clone()).unwrap_or_default();
     let mut deleted: Vec<usize> = Vec::new();
+    // RFC 6856: UTF8 is valid in the AUTHORIZATION state only.
+    let mut logged_in = false;
+    let mut utf8 = false;
+    let announces_utf8 = script
+        .capa
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|l| l.split(' ').next() == Some("UTF8")));
     let greeting = script
         .greeting
         .clone()
@@ -349,8 +389,17 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             if !play(&mut stream, reply, state)? {
                 return Ok(());
             }
+            if verb == "PASS" {
+                logged_in = true;
+            }
             continue;
         }
+        let served = |m: &FakeMessage| -> Vec<u8> {
+            match &m.downgraded {
+                Some(notice) if !utf8 => notice.clone(),
+                _ => m.bytes.clone(),
+            }
+        };
         let live = |n: Option<usize>| -> Option<&FakeMessage> {
             let n = n?;
             let m = snapshot.get(n.checked_sub(1)?)?;
@@ -369,7 +418,15 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                 }
                 None => out.extend_from_slice(b"-ERR unknown command\r\n"),
             },
-            "USER" | "PASS" | "NOOP" => out.extend_from_slice(b"+OK\r\n"),
+            "USER" | "NOOP" => out.extend_from_slice(b"+OK\r\n"),
+            "PASS" => {
+                logged_in = true;
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            "UTF8" if announces_utf8 && !logged_in => {
+                utf8 = true;
+                out.extend_from_slice(b"+OK UTF8 enabled\r\n");
+            }
             "RSET" => {
                 deleted.clear();
                 out.extend_from_slice(b"+OK\r\n");
@@ -412,9 +469,10 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             },
             "RETR" => match live(arg1) {
                 Some(m) => {
-                    out.extend_from_slice(format!("+OK {} octets", m.bytes.len()).as_bytes());
+                    let bytes = served(m);
+                    out.extend_from_slice(format!("+OK {} octets", bytes.len()).as_bytes());
                     out.extend_from_slice(eol);
-                    out.extend_from_slice(&multiline(&m.bytes, eol));
+                    out.extend_from_slice(&multiline(&bytes, eol));
                 }
                 None => out.extend_from_slice(b"-ERR no such message\r\n"),
             },
@@ -422,13 +480,13 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                 (Some(m), Some(0)) => {
                     out.extend_from_slice(b"+OK");
                     out.extend_from_slice(eol);
-                    out.extend_from_slice(&multiline(header_part(&m.bytes), eol));
+                    out.extend_from_slice(&multiline(header_part(&served(m)), eol));
                 }
                 (Some(m), Some(_)) => {
                     // More lines than the tests need: the whole message.
                     out.extend_from_slice(b"+OK");
                     out.extend_from_slice(eol);
-                    out.extend_from_slice(&multiline(&m.bytes, eol));
+                    out.extend_from_slice(&multiline(&served(m), eol));
                 }
                 _ => out.extend_from_slice(b"-ERR no such message\r\n"),
             },

@@ -80,6 +80,18 @@ impl Capa {
         self.has("PIPELINING")
     }
 
+    /// True when UIDL was listed (RFC 2449); on a server that did not
+    /// answer CAPA nothing is known (see [`Capa::announced`]).
+    pub fn uidl(&self) -> bool {
+        self.has("UIDL")
+    }
+
+    /// True when UTF8 (RFC 6856) was listed, with or without its `USER`
+    /// argument.
+    pub fn utf8(&self) -> bool {
+        self.has("UTF8")
+    }
+
     pub fn user(&self) -> bool {
         self.has("USER")
     }

@@ -33,6 +33,8 @@ pub enum Command<'a> {
     Retr(u32),
     Top(u32, u32),
     Dele(u32),
+    /// `UTF8` (RFC 6856): UTF-8 mode, sent in AUTHORIZATION state only.
+    Utf8,
     Quit,
 }
 
@@ -53,6 +55,7 @@ impl Command<'_> {
             Command::Retr(_) => "RETR",
             Command::Top(..) => "TOP",
             Command::Dele(_) => "DELE",
+            Command::Utf8 => "UTF8",
             Command::Quit => "QUIT",
         }
     }
@@ -123,6 +126,7 @@ impl Command<'_> {
                 out.extend_from_slice(b"DELE");
                 num(out, *n);
             }
+            Command::Utf8 => out.extend_from_slice(b"UTF8"),
             Command::Quit => out.extend_from_slice(b"QUIT"),
         }
         out.extend_from_slice(b"\r\n");
@@ -163,6 +167,7 @@ mod tests {
         assert_eq!(enc(Command::Retr(7)), b"RETR 7\r\n");
         assert_eq!(enc(Command::Top(7, 0)), b"TOP 7 0\r\n");
         assert_eq!(enc(Command::List), b"LIST\r\n");
+        assert_eq!(enc(Command::Utf8), b"UTF8\r\n");
         assert_eq!(
             enc(Command::Apop {
                 user: "mrose",

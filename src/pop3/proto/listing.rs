@@ -40,24 +40,72 @@ fn parse_msg_num(digits: &[u8]) -> Option<u32> {
     (n >= 1).then_some(n)
 }
 
-/// Parses a UIDL listing line: `n unique-id`, the id 1 to 70 characters in
-/// 0x21..=0x7E.
-pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), ProtoError> {
+/// A unique id that RFC 1939 does not allow: longer than 70 characters or
+/// holding a byte outside 0x21..=0x7E (a space, a control, 8-bit). Only
+/// that message is affected: the rest of the listing stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadUidl {
+    /// The id as the server sent it, escaped and cut to 80 characters (it is
+    /// the server's text: fit for a log, never a key).
+    pub shown: String,
+    /// Why it is refused, in words.
+    pub reason: &'static str,
+}
+
+/// Parses a UIDL listing line into its message number and its id, which
+/// is `Err` when the id is not one RFC 1939 allows (the line still names a
+/// message). The line itself is an error only when it names no message
+/// (no number, no id at all).
+pub fn parse_uidl_entry(line: &[u8]) -> Result<(u32, Result<String, BadUidl>), ProtoError> {
     let bad = || ProtoError::BadListing {
         what: "UIDL",
         line: excerpt(line),
     };
-    let mut f = fields(line);
-    let n = f.next().and_then(parse_msg_num).ok_or_else(bad)?;
-    let uid = f.next().ok_or_else(bad)?;
-    if f.next().is_some()
-        || uid.len() > MAX_UIDL_LEN
-        || !uid.iter().all(|&b| (0x21..=0x7e).contains(&b))
-    {
-        return Err(bad());
+    let is_sep = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !is_sep(b)).unwrap_or(line.len());
+    let line_ = line.get(start..).unwrap_or_default();
+    let num_end = line_.iter().position(is_sep).unwrap_or(line_.len());
+    let n = line_
+        .get(..num_end)
+        .and_then(parse_msg_num)
+        .ok_or_else(bad)?;
+    // The id is the rest of the line, without the separators around it, so
+    // that an id holding a space is seen as one (bad) id.
+    let rest = line_.get(num_end..).unwrap_or_default();
+    let from = rest.iter().position(|b| !is_sep(b)).ok_or_else(bad)?;
+    let to = rest
+        .iter()
+        .rposition(|b| !is_sep(b))
+        .map_or(from, |p| p + 1);
+    let uid = rest.get(from..to).ok_or_else(bad)?;
+    let reason = if uid.len() > MAX_UIDL_LEN {
+        Some("longer than 70 characters")
+    } else if !uid.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        Some("holds a byte outside 0x21-0x7E")
+    } else {
+        None
+    };
+    let id = match (reason, std::str::from_utf8(uid)) {
+        (None, Ok(s)) => Ok(s.to_owned()),
+        (reason, _) => Err(BadUidl {
+            shown: excerpt(uid),
+            reason: reason.unwrap_or("holds a byte outside 0x21-0x7E"),
+        }),
+    };
+    Ok((n, id))
+}
+
+/// Parses a UIDL listing line: `n unique-id`, the id 1 to 70 characters in
+/// 0x21..=0x7E; a bad id is an error too (see [`parse_uidl_entry`] for the
+/// form that keeps the message number).
+pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), ProtoError> {
+    match parse_uidl_entry(line)? {
+        (n, Ok(uid)) => Ok((n, uid)),
+        (_, Err(_)) => Err(ProtoError::BadListing {
+            what: "UIDL",
+            line: excerpt(line),
+        }),
     }
-    let uid = std::str::from_utf8(uid).map_err(|_| bad())?;
-    Ok((n, uid.to_owned()))
 }
 
 /// Parses a LIST scan listing line: `n size` (anything after is ignored, as
@@ -123,6 +171,22 @@ mod tests {
         }
         let uid71 = format!("1 {}", "x".repeat(71));
         assert!(parse_uidl_line(uid71.as_bytes()).is_err());
+        // The entry form keeps the message number of a bad id.
+        let (n, id) = parse_uidl_entry(uid71.as_bytes()).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(id.unwrap_err().reason, "longer than 70 characters");
+        for (line, n) in [(&b"4 ab\xffc"[..], 4), (b"5 abc def", 5), (b"6 \x7f", 6)] {
+            let (got, id) = parse_uidl_entry(line).unwrap();
+            assert_eq!(got, n);
+            assert!(id.is_err(), "{line:?}");
+        }
+        assert_eq!(
+            parse_uidl_entry(b" 7\tok\t ").unwrap(),
+            (7, Ok("ok".into()))
+        );
+        for bad in [&b""[..], b"1", b"1   ", b"x abc", b"0 abc"] {
+            assert!(parse_uidl_entry(bad).is_err(), "{bad:?}");
+        }
 
         assert_eq!(parse_list_line(b"2 200"), Ok((2, 200)));
         assert_eq!(parse_list_line(b"2 200 extra"), Ok((2, 200)));

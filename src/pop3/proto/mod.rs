@@ -42,7 +42,9 @@ mod status;
 pub use capa::{Capa, MAX_LOGIN_DELAY};
 pub use command::Command;
 pub use line::{find_line, strip_line_end};
-pub use listing::{listing_line, parse_list_line, parse_stat, parse_uidl_line};
+pub use listing::{
+    BadUidl, listing_line, parse_list_line, parse_stat, parse_uidl_entry, parse_uidl_line,
+};
 pub use multiline::DotDecoder;
 pub use status::{RespCode, Status, StatusKind, apop_timestamp, parse_status};
 

@@ -31,6 +31,9 @@ enum Step {
     Eof,
     /// The server never says anything again.
     Hang,
+    /// The server sends these bytes one at a time, waiting this long
+    /// before each (a trickle; use with paused time).
+    Slowly(Vec<u8>, Duration),
 }
 
 fn s(bytes: impl AsRef<[u8]>) -> Step {
@@ -85,6 +88,13 @@ where
                 }
             }
             Step::Hang => std::future::pending::<()>().await,
+            Step::Slowly(b, every) => {
+                for byte in b {
+                    tokio::time::sleep(every).await;
+                    w.write_all(&[byte]).await.map_err(|e| e.to_string())?;
+                    w.flush().await.map_err(|e| e.to_string())?;
+                }
+            }
         }
     }
     w.flush().await.map_err(|e| e.to_string())?;

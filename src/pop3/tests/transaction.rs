@@ -365,3 +365,127 @@ async fn uidl_busy_is_not_mistaken_for_unsupported() {
     let e = sess.uidl().await.unwrap_err();
     assert!(matches!(e.kind(), Pop3ErrorKind::SysTemp { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn uidl_entries_keep_bad_ids_and_refusals_apart() {
+    let long = "x".repeat(71);
+    let (mut sess, server) = session(with(
+        user_login(),
+        vec![
+            c("UIDL"),
+            s(format!(
+                "+OK\r\n1 good\r\n2 {long}\r\n3 has space\r\n4 ok\r\n.\r\n"
+            )),
+            c("UIDL"),
+            s("-ERR try later\r\n"),
+            c("UIDL"),
+            s("-ERR [SYS/TEMP] storage\r\n"),
+            c("STAT"),
+            s("+OK 0 0\r\n"),
+        ],
+    ))
+    .await;
+    let UidlReply::Listed { ids, invalid } = sess.uidl_entries().await.unwrap() else {
+        panic!("a listing")
+    };
+    assert_eq!(ids, vec![(1, "good".to_owned()), (4, "ok".to_owned())]);
+    assert_eq!(
+        invalid.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(matches!(
+        sess.uidl_entries().await.unwrap(),
+        UidlReply::Refused { text } if text == "try later"
+    ));
+    let e = sess.uidl_entries().await.unwrap_err();
+    assert!(matches!(e.kind(), Pop3ErrorKind::SysTemp { .. }), "{e:?}");
+    assert_eq!(sess.stat().await.unwrap(), (0, 0));
+    server.await.unwrap().unwrap();
+}
+
+/// RFC 6856: UTF8 goes in the AUTHORIZATION state, before the login, and
+/// only where CAPA lists it.
+fn utf8_login(reply: &str) -> Vec<Step> {
+    vec![
+        s("+OK POP3 ready\r\n"),
+        c("CAPA"),
+        s("+OK\r\nUSER\r\nUIDL\r\nUTF8 USER\r\n.\r\n"),
+        c("UTF8"),
+        s(reply),
+        c("USER me"),
+        s("+OK\r\n"),
+        c(format!("PASS {PASSWORD}")),
+        s("+OK Logged in.\r\n"),
+    ]
+}
+
+#[tokio::test]
+async fn utf8_is_sent_before_the_login_where_announced() {
+    let (sess, server) = session(utf8_login("+OK UTF8 enabled\r\n")).await;
+    assert!(sess.utf8());
+    server.await.unwrap().unwrap();
+    // A plain refusal: logged in all the same, without UTF-8 mode.
+    let (sess, server) = session(utf8_login("-ERR no\r\n")).await;
+    assert!(!sess.utf8());
+    server.await.unwrap().unwrap();
+    // Not announced: not sent (user_login's script would fail on it).
+    let (sess, server) = session(user_login()).await;
+    assert!(!sess.utf8());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_utf8_refusal_with_a_code_is_that_error() {
+    let steps = utf8_login("-ERR [SYS/TEMP] later\r\n");
+    let (io, _server) = scripted(steps);
+    let e = Session::establish(io, false, &settings(Pop3Auth::Auto, true))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e.kind(), Pop3ErrorKind::SysTemp { .. }), "{e:?}");
+}
+
+/// The throughput floor: each byte comes within the timeout, but the reply
+/// as a whole gets the timeout plus bytes / MIN_RATE, then fails (and the
+/// session is poisoned). A reply that keeps the floor is not cut.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_reply_is_cut_by_the_floor() {
+    let mut body = b"+OK\r\n".to_vec();
+    body.extend(std::iter::repeat_n(b'a', 5000));
+    body.extend_from_slice(b"\r\n.\r\n");
+    let (mut sess, _server) = session(with(
+        user_login(),
+        vec![c("RETR 1"), Step::Slowly(body, Duration::from_secs(4))],
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let e = match sess.retr(1).await {
+        Ok(b) => b.read_to_end(1 << 20).await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(matches!(e.kind(), Pop3ErrorKind::TooSlow { .. }), "{e:?}");
+    assert!(e.is_transient());
+    // The timeout is 5s: cut after about that, not after 5000 * 4s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sess.is_poisoned());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_that_keeps_the_floor_is_not_cut() {
+    // 64 KiB in 2 KiB pieces every 100 ms: 20 KiB/s, above the floor, and
+    // 3.2 s in all (under the 5 s timeout anyway for the first bytes).
+    let mut steps = with(user_login(), vec![c("RETR 1"), s("+OK\r\n")]);
+    for _ in 0..32 {
+        steps.push(Step::Slowly(vec![b'b'; 1], Duration::from_millis(100)));
+        steps.push(s(vec![b'b'; 2047]));
+    }
+    steps.push(s("\r\n.\r\n"));
+    let (mut sess, _server) = session(steps).await;
+    let body = sess.retr(1).await.unwrap();
+    let got = body.read_to_end(1 << 20).await.unwrap();
+    assert_eq!(got.len(), 64 * 1024 + 2);
+}

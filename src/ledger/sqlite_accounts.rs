@@ -1,0 +1,209 @@
+//! The SQLite backend's calls on accounts rather than messages: the
+//! recovery mark, the record of runs, `status`, and the leases that keep
+//! one process per account (guarantee 9).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::Row;
+
+use super::SqliteLedger;
+use crate::ledger::{AccountStatus, Lease, State, now};
+
+impl SqliteLedger {
+    /// Whether the account is recovering from a lost ledger (see
+    /// migrations/0002_recovering.sql).
+    pub async fn is_recovering(&self, account: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT recovering FROM accounts WHERE name = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the ledger")?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("recovering")? != 0,
+            None => false,
+        })
+    }
+
+    /// Starts or ends recovery for an account, durably.
+    pub async fn set_recovering(&self, account: &str, on: bool) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, recovering) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET recovering = excluded.recovering",
+        )
+        .bind(account)
+        .bind(on)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Marks the start of a pass.
+    pub async fn start_run(&self, account: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, last_run_at) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at",
+        )
+        .bind(account)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Marks the end of a pass: `None` for success, or the error.
+    pub async fn finish_run(&self, account: &str, error: Option<&str>) -> anyhow::Result<()> {
+        let q = match error {
+            None => sqlx::query(
+                "UPDATE accounts SET last_success_at = ?, last_error = NULL, consecutive_failures = 0 WHERE name = ?",
+            )
+            .bind(now()),
+            Some(e) => sqlx::query(
+                "UPDATE accounts SET last_error = ?, consecutive_failures = consecutive_failures + 1 WHERE name = ?",
+            )
+            .bind(e),
+        };
+        q.bind(account)
+            .execute(&self.pool)
+            .await
+            .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Records when the daemon will next run an account.
+    pub async fn set_next_run(&self, account: &str, at: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, next_run_at) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET next_run_at = excluded.next_run_at",
+        )
+        .bind(account)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Figures for `status`, for the given accounts (in that order) plus any
+    /// the ledger knows that are no longer configured.
+    pub async fn status(&self, accounts: &[String]) -> anyhow::Result<Vec<AccountStatus>> {
+        let mut by_name: std::collections::BTreeMap<String, AccountStatus> = Default::default();
+        let rows = sqlx::query(
+            "SELECT account, state, COUNT(*) AS n FROM messages GROUP BY account, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("account")?;
+            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            match r.try_get::<String, _>("state")?.parse()? {
+                State::Appended => s.copied += n,
+                State::Deleted => {
+                    s.copied += n;
+                    s.deleted += n;
+                }
+                State::Skipped => s.skipped += n,
+                State::Rejected => s.rejected += n,
+                State::Pending => s.pending += n,
+                State::Appending => s.unresolved += n,
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at FROM accounts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            s.last_run = r.try_get("last_run_at")?;
+            s.last_success = r.try_get("last_success_at")?;
+            s.last_error = r.try_get("last_error")?;
+            s.consecutive_failures =
+                u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
+            s.next_run = r.try_get("next_run_at")?;
+        }
+        let mut out = Vec::new();
+        for name in accounts {
+            out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
+                account: name.clone(),
+                ..Default::default()
+            }));
+        }
+        out.extend(by_name.into_values());
+        Ok(out)
+    }
+
+    /// Takes the lease on `account` for `holder` until `now + ttl`, unless
+    /// another holder's lease is still running; renewing one's own lease is
+    /// taking it again. Atomic: of two processes racing, one wins.
+    pub async fn take_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Lease> {
+        let t = now();
+        let until = t.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let won = sqlx::query(
+            "INSERT INTO leases (account, holder, taken_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account) DO UPDATE SET
+               holder = excluded.holder, expires_at = excluded.expires_at,
+               taken_at = CASE WHEN leases.holder = excluded.holder THEN leases.taken_at ELSE excluded.taken_at END
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+             RETURNING holder",
+        )
+        .bind(account)
+        .bind(holder)
+        .bind(t)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot take the account's lease in the ledger")?;
+        if won.is_some() {
+            return Ok(Lease::Held { until });
+        }
+        let row = sqlx::query("SELECT holder, expires_at FROM leases WHERE account = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the account's lease in the ledger")?;
+        Ok(match row {
+            Some(r) => Lease::HeldBy {
+                holder: r.try_get("holder")?,
+                until: r.try_get("expires_at")?,
+            },
+            // Released between the two statements: try again later.
+            None => Lease::HeldBy {
+                holder: "another process".into(),
+                until: t,
+            },
+        })
+    }
+
+    /// Gives the lease back (only if `holder` still has it).
+    pub async fn release_lease(&self, account: &str, holder: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM leases WHERE account = ? AND holder = ?")
+            .bind(account)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .context("Cannot release the account's lease in the ledger")?;
+        Ok(())
+    }
+}
