@@ -546,8 +546,9 @@ fn a_trace_level_check_against_a_self_signed_server_prints_no_password() {
         for format in [Format::TextFlag, Format::JsonEnv] {
             let what = format!("check {label}, untrusted self-signed certificate, {format:?}");
             let out = run_traced(&b.write(), &["check"], format);
+            // (No assert_traced: a refused handshake is over before
+            // anything is traced; the pinned runs below show the level.)
             assert_refused_for_tls(&what, &out, port);
-            assert_traced(&what, &out, format);
             assert_clean(&what, &out, ALL_PASSWORDS);
             assert!(
                 String::from_utf8_lossy(&out.stdout).contains(&pin),

@@ -1295,6 +1295,7 @@ mod tests {
                 port: 143,
                 tls: TlsMode::None,
                 ca_file: None,
+                tls_fingerprint: None,
                 timeout: Duration::from_secs(5),
             },
             username: "alice".into(),
