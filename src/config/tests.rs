@@ -221,6 +221,7 @@ fn an_unknown_key_lists_the_keys_of_its_own_side() {
         "password",
         "auth",
         "ca_file",
+        "tls_fingerprint",
         "timeout",
         "allow_plaintext_password",
     ];
