@@ -88,6 +88,7 @@ fn settings<A: Mechanism>(host: &str, port: u16, user: &str, ca: &Path) -> Serve
             port,
             tls: TlsMode::Implicit,
             ca_file: Some(ca.to_path_buf()),
+            tls_fingerprint: None,
             timeout: Duration::from_secs(120),
         },
         username: user.into(),

@@ -7,8 +7,16 @@
 //! accident on one side. This module knows no mail protocol.
 //!
 //! Certificates are always verified: against the platform's trust store, plus
-//! the server's `ca_file` when one is configured. There is no switch to turn
-//! verification off.
+//! the server's `ca_file` when one is configured, and a certificate in
+//! `ca_file` or named by `tls_fingerprint` is accepted exactly (pinned; see
+//! `verify.rs` for what is and is not checked then). There is no switch to
+//! turn verification off. A refused certificate's fingerprint and subject
+//! are part of the error, so that a person can decide to pin it.
+
+mod subject;
+mod verify;
+
+pub use verify::{CertFingerprint, FingerprintError, PresentedCertificate};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -55,8 +63,11 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
-    /// Extra trust root (PEM, one or more certificates) for this server.
+    /// Extra trust root (PEM, one or more certificates) for this server;
+    /// each of its certificates is also accepted when presented as is.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of a certificate to accept exactly (pinned).
+    pub tls_fingerprint: Option<CertFingerprint>,
     /// Deadline for connecting and for every single read and write.
     pub timeout: Duration,
 }
@@ -90,6 +101,23 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// The server's certificate was refused; `presented` is what to pin if
+    /// it is the right one.
+    #[error(
+        "TLS handshake with {endpoint} failed: the server's certificate is not trusted: {source}; it presented {presented}{}. If that is your server's certificate, pin it with {} for this server, or set ca_file to the CA that signed it",
+        pin_mismatch(pinned),
+        presented.fingerprint.config_line()
+    )]
+    Certificate {
+        endpoint: String,
+        /// Boxed, as `pinned`: a fingerprint is 32 bytes, and every
+        /// error of the protocols carries a `NetError`.
+        presented: Box<PresentedCertificate>,
+        /// The configured `tls_fingerprint`, which it does not match.
+        pinned: Option<Box<CertFingerprint>>,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot use CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
     #[error("invalid TLS server name {0:?}")]
@@ -98,7 +126,22 @@ pub enum NetError {
     Setup(String),
 }
 
+fn pin_mismatch(pinned: &Option<Box<CertFingerprint>>) -> String {
+    match pinned {
+        Some(fp) => format!(" (not the one tls_fingerprint names, {fp})"),
+        None => String::new(),
+    }
+}
+
 impl NetError {
+    /// The certificate the server presented, when it was refused.
+    pub fn presented_certificate(&self) -> Option<&PresentedCertificate> {
+        match self {
+            NetError::Certificate { presented, .. } => Some(presented),
+            _ => None,
+        }
+    }
+
     /// A timeout or a refused/reset connection may go away by itself.
     pub fn is_transient(&self) -> bool {
         matches!(self, NetError::Connect { .. } | NetError::Timeout { .. })
@@ -207,16 +250,24 @@ pub async fn connect_tcp(ep: &Endpoint) -> Result<TcpStream, NetError> {
 
 /// Performs a verified TLS handshake on an open TCP connection.
 pub async fn start_tls(tcp: TcpStream, ep: &Endpoint) -> Result<MaybeTls, NetError> {
-    let config = client_config(ep.ca_file.as_deref())?;
+    let (config, verifier) = client_config(ep)?;
     let name =
         ServerName::try_from(ep.host.clone()).map_err(|_| NetError::ServerName(ep.host.clone()))?;
     let connector = TlsConnector::from(Arc::new(config));
     let handshake = async {
         match connector.connect(name, tcp).await {
             Ok(tls) => Ok(MaybeTls::Tls(Box::new(tls))),
-            Err(source) => Err(NetError::Tls {
-                endpoint: ep.to_string(),
-                source,
+            Err(source) => Err(match verifier.refused() {
+                Some(presented) => NetError::Certificate {
+                    endpoint: ep.to_string(),
+                    presented: Box::new(presented),
+                    pinned: ep.tls_fingerprint.map(Box::new),
+                    source,
+                },
+                None => NetError::Tls {
+                    endpoint: ep.to_string(),
+                    source,
+                },
             }),
         }
     };
@@ -231,24 +282,35 @@ fn timed_out(ep: &Endpoint, what: &'static str) -> NetError {
     }
 }
 
-/// Builds the rustls configuration: platform roots, plus the CA file if any.
-fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, NetError> {
+/// Builds the rustls configuration: platform roots, plus the CA file if
+/// any, plus the pins; the verifier is returned too, to ask it afterwards
+/// which certificate it refused.
+fn client_config(
+    ep: &Endpoint,
+) -> Result<(rustls::ClientConfig, Arc<verify::PinningVerifier>), NetError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = match ca_file {
-        Some(path) => {
-            let roots = load_ca_file(path)?;
-            rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
-        }
-        None => rustls_platform_verifier::Verifier::new(provider.clone()),
+    let extra = match &ep.ca_file {
+        Some(path) => load_ca_file(path)?,
+        None => Vec::new(),
+    };
+    let platform = if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra.clone(), provider.clone())
     }
     .map_err(|e| NetError::Setup(e.to_string()))?;
+    let verifier = Arc::new(verify::PinningVerifier::new(
+        Arc::new(platform),
+        extra,
+        ep.tls_fingerprint,
+    ));
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| NetError::Setup(e.to_string()))?
-        .dangerous() // Only to plug in the platform verifier, which verifies fully.
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .dangerous() // Only to plug in our verifier, which verifies fully (see verify.rs).
+        .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
-    Ok(config)
+    Ok((config, verifier))
 }
 
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {

@@ -50,6 +50,7 @@ fn settings(
             port,
             tls,
             ca_file: ca.map(Path::to_path_buf),
+            tls_fingerprint: None,
             timeout: Duration::from_secs(20),
         },
         username: user.into(),

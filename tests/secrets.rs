@@ -12,6 +12,11 @@
 //! - A server whose certificate names another host, or comes from a CA that
 //!   is not trusted, is refused with exit status 1 and an error that says it
 //!   is a certificate problem and names the server.
+//! - Configuration errors on a password's line (an invalid escape, a
+//!   misspelt key, an unquoted value) exit 2 without quoting the line
+//!   (issue 9, case 6: toml's own message shows an excerpt of the file).
+//! - A trace-level `check` against a server with an untrusted self-signed
+//!   certificate prints the certificate's fingerprint and no password.
 
 mod support;
 
@@ -464,4 +469,110 @@ fn a_certificate_from_an_untrusted_ca_is_refused() {
     let out = run_traced(&cfg, &["sync"], Format::TextFlag);
     assert_refused_for_tls("sync with platform roots only", &out, d.pop3s_port);
     assert!(imap_fetch_all(&d, IMAP_USER, "INBOX").is_empty());
+}
+
+/// Writes `cfg` with its POP3 password line replaced by `line`.
+fn with_password_line(cfg: &Path, line: &str) -> PathBuf {
+    let text = std::fs::read_to_string(cfg).expect("read the config");
+    let original = format!("password = \"{POP_PW}\"");
+    assert!(text.contains(&original), "the harness wrote {original:?}");
+    let path = cfg.with_extension("broken.toml");
+    std::fs::write(&path, text.replace(&original, line)).expect("write the config");
+    path
+}
+
+/// Guards a fixed bug (issue 9, case 6): toml's error message quotes the
+/// offending line, and these lines hold a password.
+#[test]
+fn configuration_errors_do_not_print_the_password() {
+    let d = dovecot();
+    let base = config(&d, "cfgerr").write();
+    // (the line, what of it must not be printed, the key the error names)
+    let cases = [
+        (r#"password = "s3cr\qet""#, "s3cr", "password"),
+        (r#"pasword = "hunter2""#, "hunter2", "pasword"),
+        ("password = hunter2", "hunter2", "password"),
+        ("password = Pw-unquoted-0042", "unquoted-0042", "password"),
+    ];
+    for (line, secret, key) in cases {
+        let cfg = with_password_line(&base, line);
+        for format in [Format::TextFlag, Format::JsonEnv] {
+            for args in [&["check"][..], &["sync"], &["status"]] {
+                let what = format!("{args:?} with {line:?}, {format:?}");
+                let out = run_traced(&cfg, args, format);
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "{what}: a configuration error:\n{}",
+                    describe_output(&out)
+                );
+                let all = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    !all.contains(secret),
+                    "{what}: the password ({secret:?}) appears in the output:\n{}",
+                    describe_output(&out)
+                );
+                assert_clean(&what, &out, ALL_PASSWORDS);
+                assert!(
+                    all.contains("line ") && all.contains(key),
+                    "{what}: still says where (line) and which key ({key}):\n{all}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trace_level_check_against_a_self_signed_server_prints_no_password() {
+    let d = Dovecot::builder()
+        .users(vec![
+            User::new(POP_USER, POP_PW, Storage::Maildir),
+            User::new(IMAP_USER, IMAP_PW, Storage::Mdbox),
+        ])
+        .server_cert(ServerCert::SelfSigned)
+        .start();
+    d.seed(POP_USER, &[corpus_kind("plain")]);
+    let fp = support::certs::openssl_sha256_fingerprint(&d.server_cert_file);
+    let pin = format!("tls_fingerprint = \"sha256:{fp}\"");
+    for (i, (label, source, target, port)) in tls_cases(&d).into_iter().enumerate() {
+        let b = config(&d, &format!("selfsigned{i}"))
+            .source_tls(source)
+            .target_tls(target)
+            .ca_file(None);
+        for format in [Format::TextFlag, Format::JsonEnv] {
+            let what = format!("check {label}, untrusted self-signed certificate, {format:?}");
+            let out = run_traced(&b.write(), &["check"], format);
+            // (No assert_traced: a refused handshake is over before
+            // anything is traced; the pinned runs below show the level.)
+            assert_refused_for_tls(&what, &out, port);
+            assert_clean(&what, &out, ALL_PASSWORDS);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(&pin),
+                "{what}: prints the line to add:\n{}",
+                describe_output(&out)
+            );
+        }
+        let line = format!("{pin}\n");
+        let pinned = if source == Tls::None {
+            b.clone().target_extra(&line)
+        } else {
+            b.clone().source_extra(&line)
+        };
+        for format in [Format::TextFlag, Format::JsonEnv] {
+            let what = format!("check {label}, pinned self-signed certificate, {format:?}");
+            let out = run_traced(&pinned.write(), &["check"], format);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{what}:\n{}",
+                describe_output(&out)
+            );
+            assert_traced(&what, &out, format);
+            assert_clean(&what, &out, ALL_PASSWORDS);
+        }
+    }
 }

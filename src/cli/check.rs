@@ -3,6 +3,7 @@
 //! Changes nothing: no mailbox is created, no message touched.
 
 use popferry::config::Config;
+use popferry::net::{NetError, PresentedCertificate};
 use popferry::{imap, pop3};
 
 use super::Outcome;
@@ -37,6 +38,9 @@ pub async fn execute(cfg: &Config) -> Outcome {
             Err(e) => {
                 ok = false;
                 println!("  POP3 {} as {}: FAILED: {e}", src.endpoint, src.username);
+                if let pop3::Pop3ErrorKind::Net(n) = e.kind() {
+                    advise_pin(n, &a.name, "[accounts.source]");
+                }
             }
         }
         let tgt = &a.target.server;
@@ -71,8 +75,32 @@ pub async fn execute(cfg: &Config) -> Outcome {
             Err(e) => {
                 ok = false;
                 println!("  IMAP {} as {}: FAILED: {e}", tgt.endpoint, tgt.username);
+                if let imap::ImapErrorKind::Net(n) = e.kind() {
+                    advise_pin(n, &a.name, "[accounts.target]");
+                }
             }
         }
     }
     if ok { Outcome::Ok } else { Outcome::Failed }
+}
+
+/// For a refused certificate: what it is, and the exact line that trusts
+/// it, in the table it belongs to (as ssh offers a new host key).
+fn advise_pin(e: &NetError, account: &str, table: &str) {
+    let Some(PresentedCertificate {
+        fingerprint,
+        subject,
+    }) = e.presented_certificate()
+    else {
+        return;
+    };
+    println!("  The server presented the certificate {fingerprint}");
+    println!(
+        "  (subject {}).",
+        subject.as_deref().unwrap_or("unreadable")
+    );
+    println!(
+        "  If that is your server's certificate, add this line to {table} of account {account:?}:"
+    );
+    println!("      {}", fingerprint.config_line());
 }

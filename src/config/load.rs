@@ -304,6 +304,19 @@ fn server<A: Mechanism>(
             p.display()
         ));
     }
+    let tls_fingerprint = match raw.tls_fingerprint {
+        None => None,
+        Some(_) if tls == TlsMode::None => {
+            return Err(
+                "tls_fingerprint: set, but tls = \"none\": a fingerprint pins a TLS certificate"
+                    .into(),
+            );
+        }
+        Some(v) => Some(
+            v.parse::<crate::net::CertFingerprint>()
+                .map_err(|e| format!("tls_fingerprint: {e}"))?,
+        ),
+    };
     let password = secret_source(raw.password);
     if resolve_secrets {
         password
@@ -316,6 +329,7 @@ fn server<A: Mechanism>(
             port,
             tls,
             ca_file,
+            tls_fingerprint,
             timeout,
         },
         username: raw.username.to_owned(),

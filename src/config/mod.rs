@@ -51,6 +51,7 @@ impl<A: PartialEq> PartialEq for ServerSettings<A> {
                     port,
                     tls,
                     ca_file,
+                    tls_fingerprint,
                     timeout,
                 },
             username,
@@ -63,6 +64,7 @@ impl<A: PartialEq> PartialEq for ServerSettings<A> {
             && *port == o.port
             && *tls == o.tls
             && *ca_file == o.ca_file
+            && *tls_fingerprint == o.tls_fingerprint
             && *timeout == o.timeout
             && *username == other.username
             && *password == other.password

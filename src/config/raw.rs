@@ -64,6 +64,8 @@ pub struct RawSource {
     /// account in its message.
     pub auth: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `sha256:…`, parsed by the loader (which names the account).
+    pub tls_fingerprint: Option<String>,
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
     #[serde(default)]
@@ -83,6 +85,8 @@ pub struct RawTarget {
     /// Checked against the IMAP mechanisms by the loader.
     pub auth: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `sha256:…`, parsed by the loader (which names the account).
+    pub tls_fingerprint: Option<String>,
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
     #[serde(default)]
@@ -102,6 +106,7 @@ pub struct RawConnection<'a> {
     pub password: &'a RawSecret,
     pub auth: Option<&'a str>,
     pub ca_file: Option<&'a PathBuf>,
+    pub tls_fingerprint: Option<&'a str>,
     pub timeout: Option<Duration>,
     pub allow_plaintext_password: bool,
 }
@@ -116,6 +121,7 @@ impl RawSource {
             password: &self.password,
             auth: self.auth.as_deref(),
             ca_file: self.ca_file.as_ref(),
+            tls_fingerprint: self.tls_fingerprint.as_deref(),
             timeout: self.timeout,
             allow_plaintext_password: self.allow_plaintext_password,
         }
@@ -132,6 +138,7 @@ impl RawTarget {
             password: &self.password,
             auth: self.auth.as_deref(),
             ca_file: self.ca_file.as_ref(),
+            tls_fingerprint: self.tls_fingerprint.as_deref(),
             timeout: self.timeout,
             allow_plaintext_password: self.allow_plaintext_password,
         }

@@ -215,6 +215,7 @@ mod tests {
                 port: 1,
                 tls: TlsMode::None,
                 ca_file: None,
+                tls_fingerprint: None,
                 timeout: Duration::from_secs(5),
             },
             username: "u".into(),

@@ -221,6 +221,7 @@ fn an_unknown_key_lists_the_keys_of_its_own_side() {
         "password",
         "auth",
         "ca_file",
+        "tls_fingerprint",
         "timeout",
         "allow_plaintext_password",
     ];
@@ -367,4 +368,39 @@ fn accounts_are_equal_when_the_configuration_says_the_same() {
         let after = load(&changed).expect(what).accounts.remove(0);
         assert_ne!(before, after, "{what} changes the account");
     }
+}
+
+#[test]
+fn a_tls_fingerprint_pins_its_side_and_is_part_of_the_settings() {
+    let fp = "sha256:".to_owned() + &["ab"; 32].join(":");
+    let text = GOOD
+        .replace(
+            "password = \"pw\"\n",
+            &format!("password = \"pw\"\ntls_fingerprint = \"{fp}\"\n"),
+        )
+        .replace(
+            "password = \"pw2\"",
+            &format!(
+                "password = \"pw2\"\ntls_fingerprint = \"{}\"",
+                fp.to_lowercase()
+            ),
+        );
+    let cfg = load(&text).expect("valid");
+    let a = &cfg.accounts[0];
+    let parsed: crate::net::CertFingerprint = fp.parse().expect("a fingerprint");
+    assert_eq!(a.source.endpoint.tls_fingerprint, Some(parsed));
+    assert_eq!(a.target.server.endpoint.tls_fingerprint, Some(parsed));
+    // A changed pin is a changed account (a reload restarts its task).
+    let plain = load(GOOD).expect("valid");
+    assert_ne!(plain.accounts[0], cfg.accounts[0]);
+
+    let e = error(&GOOD.replacen(
+        "password = \"pw\"",
+        "password = \"pw\"\ntls_fingerprint = \"sha256:AB\"",
+        1,
+    ));
+    assert!(
+        e.contains("source.tls_fingerprint: not a SHA-256 fingerprint"),
+        "{e}"
+    );
 }

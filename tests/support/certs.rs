@@ -5,6 +5,11 @@
 //! - `localhost.pem` / `.key`: server certificate for DNS:localhost and IP:127.0.0.1, signed by the CA;
 //! - `wrong-name.pem` / `.key`: signed by the same CA for DNS:wrong-name.invalid only;
 //! - `wrong-ca.pem` / `.key`: a second, unrelated CA.
+//! - `self-signed.pem` / `.key`: what a small legacy server typically has,
+//!   made exactly as its admin would, with the system's defaults:
+//!   `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=mail.legacy.test/O=Legacy Mail`.
+//!   It is self-signed with `basicConstraints CA:TRUE` (checked here) and
+//!   names no host popferry connects to (the tests use `127.0.0.1`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -21,6 +26,8 @@ const FILES: &[&str] = &[
     "wrong-name.key",
     "wrong-ca.pem",
     "wrong-ca.key",
+    "self-signed.pem",
+    "self-signed.key",
 ];
 
 const OPENSSL_CNF: &str = "\
@@ -49,10 +56,12 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ";
 
-fn openssl(dir: &Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
+        // The system's defaults, as for a person typing the command.
+        .env_remove("OPENSSL_CONF")
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -65,6 +74,7 @@ fn openssl(dir: &Path, args: &[&str]) {
         "openssl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn make_ca(dir: &Path, name: &str, cn: &str) {
@@ -150,6 +160,59 @@ fn make_leaf(dir: &Path, name: &str, cn: &str, ext: &str, serial: &str) {
     );
 }
 
+/// The certificate a legacy server's admin makes with one command and the
+/// system's `openssl.cnf`: no `-config`, no extensions of our own.
+fn make_self_signed(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=mail.legacy.test/O=Legacy Mail",
+            "-keyout",
+            "self-signed.key",
+            "-out",
+            "self-signed.pem",
+        ],
+    );
+    let text = openssl(dir, &["x509", "-in", "self-signed.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("CA:TRUE"),
+        "`openssl req -x509` made a certificate without basicConstraints CA:TRUE here, \
+         so the self-signed tests would not test what they say:\n{text}"
+    );
+}
+
+/// The SHA-256 fingerprint of a PEM certificate as `openssl x509
+/// -fingerprint -sha256` prints it: upper-case hex pairs joined by colons.
+pub fn openssl_sha256_fingerprint(pem: &Path) -> String {
+    let dir = pem.parent().expect("a certificate in a folder");
+    let out = openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            pem.to_str().expect("utf-8 path"),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+    );
+    // `sha256 Fingerprint=AB:CD:...` (the label's case varies by version).
+    let (_, hex) = out
+        .trim()
+        .split_once('=')
+        .unwrap_or_else(|| panic!("unexpected openssl fingerprint output {out:?}"));
+    assert_eq!(hex.len(), 95, "32 hex pairs and 31 colons: {hex:?}");
+    hex.to_owned()
+}
+
 fn generate() -> Vec<(&'static str, Vec<u8>)> {
     let dir = super::short_temp_dir("pfc");
     fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).expect("write openssl.cnf");
@@ -165,6 +228,7 @@ fn generate() -> Vec<(&'static str, Vec<u8>)> {
         "leaf_wrong",
         &serial2,
     );
+    make_self_signed(&dir);
     let files = FILES
         .iter()
         .map(|f| {

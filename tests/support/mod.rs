@@ -117,6 +117,9 @@ pub enum ServerCert {
     Good,
     /// Signed by [`Dovecot::ca_file`] but only for `wrong-name.invalid`.
     WrongName,
+    /// Self-signed with `basicConstraints CA:TRUE`, made by a plain
+    /// `openssl req -x509` (see `certs.rs`), for `mail.legacy.test` only.
+    SelfSigned,
 }
 
 /// Options for [`Dovecot`]; `Dovecot::start()` is `Dovecot::builder().start()`.
@@ -427,6 +430,7 @@ impl Dovecot {
         let (cert_src, key_src) = match opts.server_cert {
             ServerCert::Good => ("localhost.pem", "localhost.key"),
             ServerCert::WrongName => ("wrong-name.pem", "wrong-name.key"),
+            ServerCert::SelfSigned => ("self-signed.pem", "self-signed.key"),
         };
         fs::copy(tls.join(cert_src), tls.join("server.pem")).expect("copy server cert");
         fs::copy(tls.join(key_src), tls.join("server.key")).expect("copy server key");

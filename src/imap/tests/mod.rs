@@ -105,6 +105,7 @@ pub(super) fn settings(auth: ImapAuth, password: &str) -> ServerSettings<ImapAut
             port: 143,
             tls: TlsMode::None,
             ca_file: None,
+            tls_fingerprint: None,
             timeout: Duration::from_secs(5),
         },
         username: "alice".into(),

@@ -115,6 +115,7 @@ fn settings(auth: Pop3Auth, allow_plaintext: bool) -> ServerSettings<Pop3Auth> {
             port: 110,
             tls: TlsMode::None,
             ca_file: None,
+            tls_fingerprint: None,
             timeout: Duration::from_secs(5),
         },
         username: "me".into(),

@@ -108,6 +108,7 @@ fn settings() -> ServerSettings<Pop3Auth> {
             port: 110,
             tls: TlsMode::None,
             ca_file: None,
+            tls_fingerprint: None,
             timeout: Duration::from_secs(2),
         },
         username: "me".into(),
