@@ -93,6 +93,16 @@ pub async fn execute(args: Args) -> Outcome {
             return Outcome::Usage;
         }
     };
+    if matches!(args.command, Command::Sync { .. } | Command::Run) {
+        // One budget per process, set before any pass; a spool folder that
+        // cannot be used is a configuration error, found before any server
+        // is contacted.
+        let place = popferry::spool::configure(cfg.spool.path.clone(), cfg.spool.max_bytes);
+        if let Err(e) = place.check() {
+            eprintln!("popferry: configuration error: {}: {e}", path.display());
+            return Outcome::Usage;
+        }
+    }
     match args.command {
         Command::Sync { accounts, dry_run } => sync::execute(&cfg, &accounts, dry_run).await,
         Command::Run => run::execute(cfg, path).await,
