@@ -318,7 +318,8 @@ elif [ -z "$probe" ]; then
 elif (exec 3<>/dev/tcp/127.0.0.1/9925) 2>/dev/null; then
     skip "smoke: HEALTHCHECK against popferry run" "127.0.0.1:9925 is already in use"
 else
-    mkdir -p "$tmp/smoke/secrets"
+    # The image creates /data/spool ([spool] path); here it is the temp dir's.
+    mkdir -p "$tmp/smoke/secrets" "$tmp/smoke/spool"
     printf x >"$tmp/smoke/secrets/pop3_password"; printf x >"$tmp/smoke/secrets/imap_password"
     sed -e "s#^path = \"/data/#path = \"$tmp/smoke/#" -e "s#\"/run/secrets/#\"$tmp/smoke/secrets/#" \
         -e 's#^listen = "0.0.0.0:9925"#listen = "127.0.0.1:9925"#' \

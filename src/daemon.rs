@@ -2,6 +2,11 @@
 //! runner, Prometheus metrics, the health endpoint and the per-account
 //! health that `/readyz` reports.
 //!
+//! `/readyz` answers with its status only (`ready` or `not ready`): the
+//! endpoint listens on every interface in a container, and an error's text
+//! names users, hosts and what a server said. Why an account is failing is
+//! for `popferry status` (the ledger keeps the last error) and the logs.
+//!
 //! Why here and not in the scheduler: the scheduler is pure timing (tested
 //! with paused time); this module is where the real pass, the ledger, the
 //! metrics and HTTP meet. Signals and reloading stay in the binary's
@@ -42,7 +47,8 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 pub struct Health {
     ledger: Ledger,
     metrics: PrometheusHandle,
-    failures: Mutex<BTreeMap<String, (u32, Option<String>)>>,
+    /// Failed passes in a row, per account.
+    failures: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Health {
@@ -61,21 +67,12 @@ impl Health {
         }
     }
 
-    fn stuck(&self) -> Vec<String> {
-        self.failures.lock().map_or_else(
-            |_| Vec::new(),
-            |f| {
-                f.iter()
-                    .filter(|(_, (n, _))| *n >= STUCK_AFTER_FAILURES)
-                    .map(|(name, (n, e))| {
-                        format!(
-                            "{name}: {n} failed passes in a row: {}",
-                            e.as_deref().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            },
-        )
+    /// Whether some account has failed [`STUCK_AFTER_FAILURES`] passes in
+    /// a row (a poisoned lock counts as stuck: something panicked).
+    fn any_stuck(&self) -> bool {
+        self.failures
+            .lock()
+            .map_or(true, |f| f.values().any(|n| *n >= STUCK_AFTER_FAILURES))
     }
 }
 
@@ -135,12 +132,12 @@ impl Observer for Health {
     fn finished(
         &self,
         account: Arc<Account>,
-        report: Report,
+        _report: Report,
         failures: u32,
         next_in: Duration,
     ) -> BoxFuture<()> {
         if let Ok(mut f) = self.failures.lock() {
-            f.insert(account.name.clone(), (failures, report.error.clone()));
+            f.insert(account.name.clone(), failures);
         }
         metrics::gauge!("popferry_consecutive_failures", "account" => account.name.clone())
             .set(f64::from(failures));
@@ -179,21 +176,22 @@ pub async fn serve(
     }))
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+/// The body of a `/readyz` answer: the status and nothing else.
+pub const READY: &str = "ready\n";
+/// See [`READY`].
+pub const NOT_READY: &str = "not ready\n";
+
+/// 200 when the ledger answers and no account is stuck, 503 otherwise; the
+/// body says only that (see the module's doc for why).
+async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     if let Err(e) = h.ledger.ping().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("ledger unavailable: {e:#}\n"),
-        );
+        tracing::warn!("/readyz: the ledger does not answer: {e:#}");
+        return (StatusCode::SERVICE_UNAVAILABLE, NOT_READY);
     }
-    let stuck = h.stuck();
-    if stuck.is_empty() {
-        (StatusCode::OK, "ready\n".into())
+    if h.any_stuck() {
+        (StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", stuck.join("\n")),
-        )
+        (StatusCode::OK, READY)
     }
 }
 

@@ -9,18 +9,112 @@
 //! SHA-256 the ledger keeps, notes whether a NUL is present (it decides
 //! literal vs literal8) and keeps a bounded copy of the header section for
 //! Message-ID and date extraction.
+//!
+//! Where and how much: temporary files go to the folder `[spool] path`
+//! names (default: the system's temp dir), and the bytes in them are bounded
+//! per process by `[spool] max_bytes`, shared by every account's pass
+//! ([`configure`], once at start-up). A spool that moves to a file reserves
+//! its share of the budget at once (the message's limit, `max_message_size`,
+//! capped at the whole budget, so a message larger than the budget still
+//! goes through, alone) and gives back what it did not use when it is
+//! finished; when the budget is full, a new spool waits, never fails. One
+//! reservation per spool, taken in one step from a fair semaphore, so two
+//! spools never wait on each other.
 
 use std::io::{self, SeekFrom};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, BufWriter, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Default: messages up to 1 MiB stay in memory.
 pub const DEFAULT_MEMORY_THRESHOLD: usize = 1024 * 1024;
 /// At most this much of the header section is kept for parsing.
 pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// Default `[spool] max_bytes`: 1 GiB of temporary files per process.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+/// The budget counts in units of this many bytes (a semaphore's permits).
+const UNIT: u64 = 1024;
+/// A spool may hold this much more than its limit (the last chunk read).
+const SLACK: u64 = 1 << 20;
+
+/// Where temporary files go and how many bytes they may hold in all.
+#[derive(Debug)]
+pub struct Place {
+    /// `None`: the system's temp dir.
+    pub dir: Option<PathBuf>,
+    budget: Arc<Semaphore>,
+    units: u64,
+}
+
+impl Place {
+    pub fn new(dir: Option<PathBuf>, max_bytes: u64) -> Place {
+        let units = max_bytes.div_ceil(UNIT).clamp(1, u64::from(u32::MAX));
+        Place {
+            dir,
+            budget: Arc::new(Semaphore::new(
+                usize::try_from(units).unwrap_or(usize::MAX >> 4),
+            )),
+            units,
+        }
+    }
+
+    /// Creates (and unlinks) a temporary file; the error names the key.
+    fn tempfile(&self) -> io::Result<std::fs::File> {
+        let made = match &self.dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        };
+        made.map_err(|e| {
+            let dir = self
+                .dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir)
+                .display()
+                .to_string();
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a temporary file in {dir} (check [spool] path): {e}"),
+            )
+        })
+    }
+
+    /// Waits for `bytes` of the budget (at most all of it).
+    async fn reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(UNIT).clamp(1, self.units);
+        let n = u32::try_from(units).unwrap_or(u32::MAX);
+        self.budget.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Checks that a temporary file can be made there (at start-up, so
+    /// that a wrong `[spool] path` is found before any server is contacted).
+    pub fn check(&self) -> io::Result<()> {
+        self.tempfile().map(drop)
+    }
+
+    /// Budget units free now (for tests).
+    pub fn available_bytes(&self) -> u64 {
+        self.budget.available_permits() as u64 * UNIT
+    }
+}
+
+static PLACE: OnceLock<Place> = OnceLock::new();
+
+/// Sets the process's spool folder and budget; the first call wins (one
+/// process, one budget). Without it: the temp dir and [`DEFAULT_MAX_BYTES`].
+pub fn configure(dir: Option<PathBuf>, max_bytes: u64) -> &'static Place {
+    PLACE.get_or_init(|| Place::new(dir, max_bytes))
+}
+
+fn place() -> &'static Place {
+    PLACE.get_or_init(|| Place::new(None, DEFAULT_MAX_BYTES))
+}
 
 enum Storage {
     Memory(Vec<u8>),
@@ -38,6 +132,10 @@ pub struct Spool {
     header: Vec<u8>,
     header_done: bool,
     scratch: Vec<u8>,
+    /// The most this message may hold (bounds its reservation).
+    limit: u64,
+    place: &'static Place,
+    reserved: Option<OwnedSemaphorePermit>,
 }
 
 impl Spool {
@@ -54,7 +152,23 @@ impl Spool {
             header: Vec::new(),
             header_done: false,
             scratch: Vec::new(),
+            limit: u64::MAX,
+            place: place(),
+            reserved: None,
         }
+    }
+
+    /// The message will not be kept past `limit` bytes (the caller stops
+    /// there): a temporary file reserves that much of the budget, not all.
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Uses `place` instead of the process's (tests).
+    pub fn in_place(mut self, place: &'static Place) -> Self {
+        self.place = place;
+        self
     }
 
     /// Bytes written so far (after LF → CRLF).
@@ -91,7 +205,8 @@ impl Spool {
         match &mut self.storage {
             Storage::Memory(buf) => {
                 if buf.len().saturating_add(data.len()) > self.threshold {
-                    let file = tempfile::tempfile()?;
+                    self.reserved = self.place.reserve(self.limit.saturating_add(SLACK)).await;
+                    let file = self.place.tempfile()?;
                     let mut w =
                         BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file));
                     w.write_all(buf).await?;
@@ -123,6 +238,14 @@ impl Spool {
 
     /// Ends the message. A trailing lone CR is kept as it is.
     pub async fn finish(self) -> io::Result<SpooledMessage> {
+        let mut reserved = self.reserved;
+        // Keep what the file holds; give the rest of the reservation back.
+        if let Some(p) = reserved.as_mut() {
+            let keep = usize::try_from(self.len.div_ceil(UNIT).max(1)).unwrap_or(usize::MAX);
+            if let Some(extra) = p.num_permits().checked_sub(keep).and_then(|n| p.split(n)) {
+                drop(extra);
+            }
+        }
         let storage = match self.storage {
             Storage::Memory(buf) => Stored::Memory(buf),
             Storage::File(mut w) => {
@@ -139,6 +262,7 @@ impl Spool {
             sha256: self.sha.finalize().into(),
             has_nul: self.has_nul,
             header: self.header,
+            _reserved: reserved,
         })
     }
 }
@@ -173,6 +297,8 @@ pub struct SpooledMessage {
     sha256: [u8; 32],
     has_nul: bool,
     header: Vec<u8>,
+    /// Its share of the process's spool budget, given back when dropped.
+    _reserved: Option<OwnedSemaphorePermit>,
 }
 
 impl SpooledMessage {
@@ -194,6 +320,7 @@ impl SpooledMessage {
             has_nul: out.contains(&0),
             header,
             storage: Stored::Memory(out),
+            _reserved: None,
         }
     }
 
@@ -352,6 +479,86 @@ mod tests {
         assert_eq!(m.to_vec().await.expect("read again"), want);
         assert_eq!(m.header(), b"Subject: x\r\n\r\n");
         assert_eq!(m.sha256_hex(), hex(&Sha256::digest(&want)));
+    }
+
+    fn leaked(dir: Option<PathBuf>, max_bytes: u64) -> &'static Place {
+        Box::leak(Box::new(Place::new(dir, max_bytes)))
+    }
+
+    /// The temporary file is made in `[spool] path` (it is unlinked at
+    /// once, so it shows only among the process's open files).
+    #[tokio::test]
+    async fn the_spool_file_is_made_in_the_configured_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let place = leaked(Some(dir.path().to_owned()), 64 << 20);
+        let mut s = Spool::new(16).in_place(place);
+        s.write(&[b'x'; 100]).await.expect("write");
+        let m = s.finish().await.expect("finish");
+        assert!(m.is_on_disk());
+        let open: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let ours = dir.path().display().to_string();
+        assert!(
+            open.iter()
+                .any(|p| p.starts_with(&ours) && p.ends_with("(deleted)")),
+            "no unlinked file in {ours}: {open:?}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path())
+                .expect("read")
+                .next()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_folder_is_an_error_naming_the_key() {
+        let place = leaked(Some("/nonexistent/popferry-spool".into()), 1 << 20);
+        let e = place.check().expect_err("no such folder");
+        assert!(e.to_string().contains("[spool] path"), "{e}");
+        assert!(e.to_string().contains("/nonexistent/popferry-spool"), "{e}");
+        let mut s = Spool::new(4).in_place(place);
+        let e = s.write(b"0123456789").await.expect_err("spill fails");
+        assert!(e.to_string().contains("[spool] path"), "{e}");
+    }
+
+    /// Polls `f` once (no I/O happens before a spool's reservation).
+    fn poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// The budget bounds the bytes in temporary files across spools: while
+    /// one message holds it, a second one that needs a file waits (and does
+    /// not fail); a message larger than the whole budget goes through
+    /// alone; a finished spool keeps only what it holds.
+    #[tokio::test]
+    async fn the_budget_bounds_concurrent_spooling() {
+        let place = leaked(None, 4 << 20);
+        assert_eq!(place.available_bytes(), 4 << 20);
+        // Limit larger than the budget: reserves all of it.
+        let mut big = Spool::new(16).in_place(place).with_limit(64 << 20);
+        big.write(&[b'a'; 100]).await.expect("write");
+        assert_eq!(place.available_bytes(), 0, "the big one holds it all");
+
+        let mut second = Spool::new(16).in_place(place).with_limit(1 << 20);
+        {
+            let mut w = std::pin::pin!(second.write(&[b'b'; 100]));
+            assert!(poll_once(w.as_mut()).is_pending(), "waits for the budget");
+            let finished = big.finish().await.expect("finish");
+            // 100 bytes kept (one unit), the rest given back, and handed
+            // at once to the waiting spool (its limit plus slack: 2 MiB).
+            assert_eq!(place.available_bytes(), (2 << 20) - UNIT);
+            w.await.expect("the second one goes on");
+            drop(finished);
+        }
+        assert_eq!(place.available_bytes(), 2 << 20);
+        let m = second.finish().await.expect("finish");
+        assert_eq!(place.available_bytes(), (4 << 20) - UNIT);
+        drop(m);
+        assert_eq!(place.available_bytes(), 4 << 20);
     }
 
     #[tokio::test]

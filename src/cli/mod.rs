@@ -93,6 +93,16 @@ pub async fn execute(args: Args) -> Outcome {
             return Outcome::Usage;
         }
     };
+    if matches!(args.command, Command::Sync { .. } | Command::Run) {
+        // One budget per process, set before any pass; a spool folder that
+        // cannot be used is a configuration error, found before any server
+        // is contacted.
+        let place = popferry::spool::configure(cfg.spool.path.clone(), cfg.spool.max_bytes);
+        if let Err(e) = place.check() {
+            eprintln!("popferry: configuration error: {}: {e}", path.display());
+            return Outcome::Usage;
+        }
+    }
     match args.command {
         Command::Sync { accounts, dry_run } => sync::execute(&cfg, &accounts, dry_run).await,
         Command::Run => run::execute(cfg, path).await,
@@ -124,13 +134,47 @@ pub fn select_accounts<'a>(
         .collect()
 }
 
-/// Formats a unix time for people (UTC, RFC 3339).
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// Formats a unix time for people (UTC, RFC 3339). Total: a time before
+/// 1970 or after 9999 (a ledger row from a hostile LOGIN-DELAY, say) is
+/// shown as its number instead of panicking.
 pub fn when(t: Option<i64>) -> String {
-    match t.and_then(|t| u64::try_from(t).ok()) {
-        Some(secs) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string(),
-        None => "never".into(),
+    let Some(t) = t else {
+        return "never".into();
+    };
+    let at = u64::try_from(t)
+        .ok()
+        .filter(|s| *s <= LAST_RFC3339_SECOND)
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)));
+    match at {
+        Some(at) => {
+            use std::fmt::Write;
+            let mut out = String::new();
+            match write!(out, "{}", humantime::format_rfc3339_seconds(at)) {
+                Ok(()) => out,
+                Err(_) => format!("unix time {t}"),
+            }
+        }
+        None => format!("unix time {t} (out of range)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when;
+
+    /// Any unix time prints (issue 9, case 5: a next run past year 9999
+    /// panicked `popferry status`).
+    #[test]
+    fn when_is_total() {
+        assert_eq!(when(None), "never");
+        assert_eq!(when(Some(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(when(Some(253_402_300_799)), "9999-12-31T23:59:59Z");
+        for t in [i64::MAX, i64::MIN, -1, 253_402_300_800, 260_000_000_000] {
+            let s = when(Some(t));
+            assert!(s.contains(&t.to_string()), "{t}: {s}");
+        }
     }
 }

@@ -91,10 +91,11 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
                 match config::load_file(&path, true) {
                     Ok(new) => {
                         if new.ledger_path != current.ledger_path
+                            || new.spool != current.spool
                             || new.daemon.listen != current.daemon.listen
                             || new.daemon.max_concurrent_accounts != current.daemon.max_concurrent_accounts
                         {
-                            warn!("Changes to [ledger] and [daemon] take effect after a restart");
+                            warn!("Changes to [ledger], [daemon] and [spool] take effect after a restart");
                         }
                         let changes = scheduler.apply(&new.accounts);
                         let names: Vec<String> = new.accounts.iter().map(|a| a.name.clone()).collect();

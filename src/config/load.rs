@@ -132,6 +132,16 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
             max_concurrent_accounts,
             listen,
         },
+        spool: super::Spool {
+            path: raw.spool.path.as_deref().map(|p| absolutize(base, p)),
+            max_bytes: match raw.spool.max_bytes {
+                Some(ByteSize(0)) => {
+                    return Err(invalid("spool.max_bytes must be more than zero".into()));
+                }
+                Some(ByteSize(n)) => n,
+                None => crate::spool::DEFAULT_MAX_BYTES,
+            },
+        },
         accounts,
         source_path: path.to_owned(),
     })

@@ -132,10 +132,19 @@ pub struct Daemon {
     pub listen: Option<std::net::SocketAddr>,
 }
 
+/// `[spool]`: the folder for temporary files (`None`: the system's temp
+/// dir) and the bytes they may hold in all, per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spool {
+    pub path: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub ledger_path: PathBuf,
     pub daemon: Daemon,
+    pub spool: Spool,
     pub accounts: Vec<Account>,
     /// The file this was read from, for messages.
     pub source_path: PathBuf,

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub daemon: RawDaemon,
     #[serde(default)]
+    pub spool: RawSpool,
+    #[serde(default)]
     pub accounts: Vec<toml::Spanned<RawAccount>>,
 }
 
@@ -36,6 +38,15 @@ pub struct RawDaemon {
     pub poll_interval: Option<Duration>,
     pub max_concurrent_accounts: Option<usize>,
     pub listen: Option<String>,
+}
+
+/// `[spool]`: where large messages wait in temporary files, and how many
+/// bytes they may hold in all (per process).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub path: Option<PathBuf>,
+    pub max_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,10 @@
 //! - The delay rules are pure functions ([`Backoff::next_delay`],
 //!   [`jitter`]); the waits after failures are a value ([`Backoff`]) so that
 //!   end-to-end tests can shorten them without touching the schedule.
+//! - Every delay a server gives (LOGIN-DELAY, `Report::retry_after`) is
+//!   clamped to [`MAX_SERVER_DELAY`], and the delay arithmetic saturates:
+//!   no value from a server or the configuration can panic an account's
+//!   task (which would stop its polling for good).
 //! - Two passes of one account never overlap: when a reload restarts an
 //!   account (or removes and re-adds it), the new task waits until the old
 //!   one has finished its pass, and a pass cut short by a stop or a reload
@@ -51,6 +55,23 @@ pub const PERMANENT_RETRY: Duration = Duration::from_secs(3600);
 pub const FIRST_RUN_SPREAD: Duration = Duration::from_secs(10);
 /// Jitter applied to every delay: ± this fraction.
 pub const JITTER: f64 = 0.1;
+/// The longest wait a server may ask for (LOGIN-DELAY, [IN-USE]): a day.
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(86_400);
+
+/// A server-given floor on the next delay, clamped to [`MAX_SERVER_DELAY`].
+pub fn server_floor(asked: Option<Duration>) -> Option<Duration> {
+    asked.map(|d| d.min(MAX_SERVER_DELAY))
+}
+
+/// `d × factor`, saturating at [`Duration::MAX`] (and at zero), for any
+/// input: `Duration::mul_f64` panics on overflow.
+fn scale(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(if factor > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
 
 /// Runs one pass of one account.
 pub trait Runner: Send + Sync + 'static {
@@ -101,8 +122,8 @@ impl Backoff {
         let ratio = |d: Duration| d.as_secs_f64() / BACKOFF_BASE.as_secs_f64();
         Backoff {
             base,
-            cap: base.mul_f64(ratio(BACKOFF_CAP)),
-            permanent: base.mul_f64(ratio(PERMANENT_RETRY)),
+            cap: scale(base, ratio(BACKOFF_CAP)),
+            permanent: scale(base, ratio(PERMANENT_RETRY)),
         }
     }
 
@@ -124,7 +145,7 @@ impl Backoff {
         // A POP3 LOGIN-DELAY (announced in CAPA, or a [LOGIN-DELAY]
         // refusal) sets a floor. [IN-USE] sets none: it is a transient
         // failure like a timeout and backs off as above.
-        report.retry_after.map_or(base, |floor| base.max(floor))
+        server_floor(report.retry_after).map_or(base, |floor| base.max(floor))
     }
 }
 
@@ -137,14 +158,14 @@ pub fn next_delay(interval: Duration, report: &Report, consecutive_failures: u32
 /// Spreads `delay` by ± [`JITTER`], using `random` as the random source.
 pub fn jitter(delay: Duration, random: u64) -> Duration {
     let unit = (random % 2001) as f64 / 1000.0 - 1.0; // -1.0 ..= 1.0
-    delay.mul_f64(1.0 + JITTER * unit)
+    scale(delay, 1.0 + JITTER * unit)
 }
 
 /// When an account's first pass starts: spread over a few seconds so that
 /// accounts do not all connect at the same instant.
 pub fn first_delay(interval: Duration, random: u64) -> Duration {
     let spread = FIRST_RUN_SPREAD.min(interval);
-    spread.mul_f64((random % 1001) as f64 / 1000.0)
+    scale(spread, (random % 1001) as f64 / 1000.0)
 }
 
 fn random() -> u64 {
@@ -344,7 +365,7 @@ impl AccountTask {
                 backoff.next_delay(account.poll_interval, &report, failures),
                 random(),
             )
-            .max(report.retry_after.unwrap_or_default());
+            .max(server_floor(report.retry_after).unwrap_or_default());
             if report.error.is_some() {
                 warn!(account = %account.name, failures, retry_in = %humantime::format_duration(round(delay)), "Will retry");
             }

@@ -7,6 +7,9 @@ use tokio::time::Instant;
 
 use super::*;
 
+#[path = "hostile_tests.rs"]
+mod hostile;
+
 fn account(name: &str, interval: &str) -> Account {
     let text = format!(
         r#"

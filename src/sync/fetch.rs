@@ -112,7 +112,7 @@ pub(super) async fn produce(
             // This message only: the stream goes on.
             Err(e) => Fetched::Failed(e.to_string()),
             Ok(mut body) => {
-                let mut spool = Spool::new(threshold);
+                let mut spool = Spool::new(threshold).with_limit(max);
                 let mut too_big = false;
                 while let Some(chunk) = body.next_chunk().await.map_err(fail)? {
                     spool.write(chunk).await.map_err(spool_failure)?;
