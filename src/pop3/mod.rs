@@ -23,6 +23,7 @@
 //! This module is the facade: the sync engine uses [`connect`], [`Session`],
 //! [`Body`], [`Capa`] and [`Pop3Error`].
 
+mod body;
 mod client;
 mod connection;
 mod error;
@@ -32,7 +33,8 @@ pub mod proto;
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;
 
-pub use client::{Body, Session, UidlReply, connect};
+pub use body::Body;
+pub use client::{Session, UidlReply, connect};
 pub use connection::MIN_RATE;
 pub use error::{Pop3Error, Pop3ErrorKind};
 pub use pipeline::{Each, RetrStream};

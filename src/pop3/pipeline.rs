@@ -26,8 +26,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::body::Body;
 use super::client::{
-    Body, Session, UidlReply, err_reply, read_list_reply, read_uidl_entries, read_uidl_reply,
+    Session, UidlReply, err_reply, read_list_reply, read_uidl_entries, read_uidl_reply,
     unexpected_continue,
 };
 use super::connection::Connection;
