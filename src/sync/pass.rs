@@ -340,8 +340,11 @@ impl Pass<'_, '_> {
             outcome::skip(cx, self.report, f.listed, f.listed.size, f.was_skipped()).await?;
             cx.progress.advanced(&acc.name, f.listed.size);
         }
-        self.attempted
-            .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
+        // Only a later session of this pass needs to know (delete batches).
+        if plan.more {
+            self.attempted
+                .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
+        }
         // Every pass logs in to the target, with or without anything to
         // copy: a broken target credential is reported at once, not when the
         // next message arrives.
@@ -370,7 +373,12 @@ impl Pass<'_, '_> {
         consumed?;
         if produced? == Produced::SessionLost {
             // The POP3 session is out of step (a message that never ended):
-            // no DELE, no QUIT; the next session goes on (unless stopping).
+            // no DELE, no QUIT; the next session goes on (unless stopping),
+            // without this batch.
+            if !plan.more {
+                self.attempted
+                    .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
+            }
             return Ok(!self.report.interrupted);
         }
         let interrupted = self.report.interrupted;

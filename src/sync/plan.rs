@@ -76,29 +76,41 @@ pub struct Rekeyed {
 /// never meets a server's own. Rows written before the LIST size was kept
 /// are matched by UIDL alone, as they always were.
 pub fn resolve_keys(listing: &mut [Listed], rows: &HashMap<String, Known>) -> Vec<Rekeyed> {
-    let mut used: HashSet<String> = HashSet::with_capacity(listing.len());
-    let mut out = Vec::new();
-    for m in listing.iter_mut() {
+    // UIDLs kept as keys so far (borrowed: a pass may list 100,000
+    // messages), and the few keys made here.
+    let mut plain: HashSet<&str> = HashSet::with_capacity(listing.len());
+    let mut made: HashSet<String> = HashSet::new();
+    let mut changes: Vec<(usize, String, bool)> = Vec::new();
+    for (i, m) in listing.iter().enumerate() {
         let reused = rows
             .get(&m.uidl)
             .is_some_and(|r| r.listed_size.is_some_and(|s| s != m.size));
-        let twice = used.contains(&m.uidl);
+        let twice = plain.contains(m.uidl.as_str());
         if reused || twice {
             let mut key = format!("{} {}", m.uidl, m.size);
             let mut n = 2u32;
-            while used.contains(&key) {
+            while made.contains(&key) {
                 key = format!("{} {} {n}", m.uidl, m.size);
                 n = n.saturating_add(1);
             }
-            m.key = key;
+            made.insert(key.clone());
+            changes.push((i, key, twice));
+        } else {
+            plain.insert(m.uidl.as_str());
+        }
+    }
+    drop(plain);
+    let mut out = Vec::with_capacity(changes.len());
+    for (i, key, twice) in changes {
+        if let Some(m) = listing.get_mut(i) {
             out.push(Rekeyed {
                 number: m.number,
                 uidl: m.uidl.clone(),
-                key: m.key.clone(),
+                key: key.clone(),
                 twice_listed: twice,
             });
+            m.key = key;
         }
-        used.insert(m.key.clone());
     }
     out
 }
