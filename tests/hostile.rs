@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use support::corpus::corpus_kind;
 use support::fake_imap::FakeImap;
-use support::fake_pop3::{FakeMessage, FakePop3, Reply, Script};
+use support::fake_pop3::{self, FakeMessage, FakePop3, Reply, Script};
 use support::proxy::{Action, Dir, Fault, Proxy};
 use support::{
     ConfigBuilder, Dovecot, Imap, Tls, crlf_normalise, describe_output, imap_fetch_all,
@@ -67,26 +67,6 @@ fn target_set(d: &Dovecot, mailbox: &str) -> BTreeMap<String, usize> {
 
 fn set_of(msgs: &[&[u8]]) -> BTreeMap<String, usize> {
     multiset(msgs.iter().map(|m| sha256_hex(&crlf_normalise(m))))
-}
-
-/// A config: POP3 from the fake (plain, loopback), IMAP into the real
-/// Dovecot's `dave` (plain port), timeout 2s.
-fn fake_source_config(d: &Dovecot, fake: &FakePop3, name: &str) -> ConfigBuilder {
-    ConfigBuilder::new(d, "alice", "dave")
-        .name(name)
-        .source_tls(Tls::None)
-        .source_port(Some(fake.port()))
-        .target_tls(Tls::None)
-        .timeout("2s")
-}
-
-/// Numbered fake messages from corpus kinds, UIDLs `u1`, `u2`, ...
-fn fake_messages(kinds: &[&str]) -> Vec<FakeMessage> {
-    kinds
-        .iter()
-        .enumerate()
-        .map(|(i, k)| FakeMessage::new(&corpus_kind(k), &format!("u{}", i + 1)))
-        .collect()
 }
 
 /// The failing run of a hostile case: exit 1, no panic, exactly one error
@@ -140,11 +120,11 @@ fn clean_run_copies_all(d: &Dovecot, fake: &FakePop3, cfg: &Path) {
 #[test]
 fn no_uidl_falls_back_to_header_digests_and_copies_each_once() {
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain", "dot-lines", "no-msgid", "utf8-8bit"]);
+    let msgs = fake_pop3::numbered(&["plain", "dot-lines", "no-msgid", "utf8-8bit"]);
     let mut script = Script::default().on("UIDL", Reply::raw("-ERR unknown command\r\n"));
     script.capa = Some(vec!["USER".into(), "TOP".into(), "RESP-CODES".into()]);
     let fake = FakePop3::start(script.clone(), msgs.clone());
-    let b = fake_source_config(&d, &fake, "nouidl");
+    let b = fake_pop3::config(&d, &fake, "nouidl");
     let cfg = b.write();
 
     let err = sync_ok(&cfg);
@@ -174,14 +154,14 @@ fn no_uidl_and_no_top_falls_back_to_the_whole_message() {
     // Issue 3: "fall back to an ID derived from the message headers via TOP,
     // or the whole message". A server with neither UIDL nor TOP.
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain", "utf8-8bit"]);
+    let msgs = fake_pop3::numbered(&["plain", "utf8-8bit"]);
     let mut script = Script::default()
         .on("UIDL", Reply::raw("-ERR unknown command\r\n"))
         .on("TOP", Reply::raw("-ERR unknown command\r\n"));
     script.capa = Some(vec!["USER".into()]);
     script.top = false;
     let fake = FakePop3::start(script.clone(), msgs.clone());
-    let cfg = fake_source_config(&d, &fake, "notop").write();
+    let cfg = fake_pop3::config(&d, &fake, "notop").write();
     sync_ok(&cfg);
     sync_ok(&cfg);
     let all: Vec<&[u8]> = msgs.iter().map(|m| m.bytes.as_slice()).collect();
@@ -205,7 +185,7 @@ fn the_same_uidl_twice_copies_and_deletes_both_once() {
             FakeMessage::new(&c, "other"),
         ],
     );
-    let cfg = fake_source_config(&d, &fake, "dupuidl")
+    let cfg = fake_pop3::config(&d, &fake, "dupuidl")
         .delete("after-sync")
         .write();
     let o = run(&cfg, &["sync"]);
@@ -235,7 +215,7 @@ fn a_uidl_that_changes_makes_the_message_new_again() {
     let d = Dovecot::start();
     let m = corpus_kind("plain");
     let fake = FakePop3::start(Script::default(), vec![FakeMessage::new(&m, "first-id")]);
-    let cfg = fake_source_config(&d, &fake, "uidlchange").write();
+    let cfg = fake_pop3::config(&d, &fake, "uidlchange").write();
     sync_ok(&cfg);
     assert_eq!(target_set(&d, "INBOX"), set_of(&[&m]));
     fake.edit_messages(|all| all[0].uidl = Some("second-id".into()));
@@ -254,12 +234,12 @@ fn a_uidl_that_changes_makes_the_message_new_again() {
 
 fn login_refused(code_text: &str, needle: &str) {
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain", "utf8-8bit"]);
+    let msgs = fake_pop3::numbered(&["plain", "utf8-8bit"]);
     let fake = FakePop3::start(
         Script::default().on("PASS", Reply::raw(&format!("-ERR {code_text}\r\n"))),
         msgs,
     );
-    let cfg = fake_source_config(&d, &fake, "busy").write();
+    let cfg = fake_pop3::config(&d, &fake, "busy").write();
     let o = run(&cfg, &["sync"]);
     let line = fails_once(&o, "busy", fake.port());
     assert!(
@@ -296,9 +276,9 @@ fn a_greeting_that_never_comes_times_out() {
     let d = Dovecot::start();
     let fake = FakePop3::start(
         Script::default().greeting(Reply::Silent(Vec::new())),
-        fake_messages(&["plain"]),
+        fake_pop3::numbered(&["plain"]),
     );
-    let cfg = fake_source_config(&d, &fake, "mute").write();
+    let cfg = fake_pop3::config(&d, &fake, "mute").write();
     let o = run(&cfg, &["sync"]);
     let line = fails_once(&o, "mute", fake.port());
     assert!(line.contains("within"), "a timeout:\n{line}");
@@ -311,9 +291,9 @@ fn a_listing_that_never_ends_times_out() {
     let d = Dovecot::start();
     let fake = FakePop3::start(
         Script::default().on("LIST", Reply::Silent(b"+OK\r\n1 120\r\n2 300\r\n".to_vec())),
-        fake_messages(&["plain"]),
+        fake_pop3::numbered(&["plain"]),
     );
-    let cfg = fake_source_config(&d, &fake, "endless").write();
+    let cfg = fake_pop3::config(&d, &fake, "endless").write();
     let o = run(&cfg, &["sync"]);
     let line = fails_once(&o, "endless", fake.port());
     assert!(line.contains("within"), "a timeout:\n{line}");
@@ -332,9 +312,9 @@ fn an_endless_uidl_listing_is_cut_off() {
                 line: b"1 again\r\n".to_vec(),
             },
         ),
-        fake_messages(&["plain"]),
+        fake_pop3::numbered(&["plain"]),
     );
-    let cfg = fake_source_config(&d, &fake, "flood").write();
+    let cfg = fake_pop3::config(&d, &fake, "flood").write();
     let o = run(&cfg, &["sync"]);
     fails_once(&o, "flood", fake.port());
     assert!(imap_fetch_all(&d, "dave", "INBOX").is_empty());
@@ -356,9 +336,9 @@ fn an_endless_message_does_not_hang_the_run() {
                 line,
             },
         ),
-        fake_messages(&["plain"]),
+        fake_pop3::numbered(&["plain"]),
     );
-    let cfg = fake_source_config(&d, &fake, "firehose")
+    let cfg = fake_pop3::config(&d, &fake, "firehose")
         .max_message_size("1MiB")
         .write();
     let o = run(&cfg, &["sync"]);
@@ -375,8 +355,8 @@ fn an_endless_message_does_not_hang_the_run() {
 /// would mean it buffers lines without bound).
 fn ten_mb_line(script: Script, name: &str) {
     let d = Dovecot::start();
-    let fake = FakePop3::start(script, fake_messages(&["plain"]));
-    let cfg = fake_source_config(&d, &fake, name).write();
+    let fake = FakePop3::start(script, fake_pop3::numbered(&["plain"]));
+    let cfg = fake_pop3::config(&d, &fake, name).write();
     let o = run(&cfg, &["sync"]);
     let line = fails_once(&o, name, fake.port());
     assert!(
@@ -430,7 +410,7 @@ fn list_sizes_that_lie() {
             FakeMessage::new(&tiny, "t").list_size(10_000_000),
         ],
     );
-    let cfg = fake_source_config(&d, &fake, "liar")
+    let cfg = fake_pop3::config(&d, &fake, "liar")
         .max_message_size("20000")
         .delete("after-sync")
         .write();
@@ -462,9 +442,9 @@ fn garbage_instead_of_replies() {
     // Garbage as the greeting, then as the answer to LIST.
     let fake = FakePop3::start(
         Script::default().greeting(Reply::Raw(garbage.clone())),
-        fake_messages(&["plain", "utf8-8bit"]),
+        fake_pop3::numbered(&["plain", "utf8-8bit"]),
     );
-    let cfg = fake_source_config(&d, &fake, "noise").write();
+    let cfg = fake_pop3::config(&d, &fake, "noise").write();
     let o = run(&cfg, &["sync"]);
     fails_once(&o, "noise", fake.port());
     fake.set_script(Script::default().on("LIST", Reply::Raw(garbage.clone())));
@@ -497,7 +477,7 @@ fn bare_lf_message_data_arrives_as_crlf() {
         ..Script::default()
     };
     let fake = FakePop3::start(script, msgs.clone());
-    let cfg = fake_source_config(&d, &fake, "lf").write();
+    let cfg = fake_pop3::config(&d, &fake, "lf").write();
     sync_ok(&cfg);
     let fetched = imap_fetch_all(&d, "dave", "INBOX");
     assert_eq!(fetched.len(), 3);
@@ -791,7 +771,7 @@ fn a_liar_while_recovering_a_lost_ledger_is_skipped_once() {
             FakeMessage::new(&big, "b").list_size(100),
         ],
     );
-    let cfg = fake_source_config(&d, &fake, "liarrec")
+    let cfg = fake_pop3::config(&d, &fake, "liarrec")
         .max_message_size("20000")
         .write();
     let o = run(&cfg, &["sync"]);
@@ -826,9 +806,9 @@ fn a_refused_retr_is_retried_then_rejected_per_message() {
             "RETR",
             Reply::raw("-ERR [SYS/PERM] cannot read this message\r\n"),
         ),
-        fake_messages(&["plain", "utf8-8bit", "dot-lines"]),
+        fake_pop3::numbered(&["plain", "utf8-8bit", "dot-lines"]),
     );
-    let cfg = fake_source_config(&d, &fake, "retrerr")
+    let cfg = fake_pop3::config(&d, &fake, "retrerr")
         .delete("after-sync")
         .policy_extra("max_attempts = 2")
         .write();

@@ -12,11 +12,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::corpus::corpus_kind;
-use support::fake_pop3::{FakeMessage, FakePop3, Reply, Script};
+use support::fake_pop3::{self, FakeMessage, FakePop3, Reply, Script};
 use support::ledger::rows;
 use support::{
-    ConfigBuilder, Dovecot, Tls, crlf_normalise, describe_output, imap_fetch_all,
-    popferry_with_timeout, sha256_hex,
+    Dovecot, crlf_normalise, describe_output, imap_fetch_all, popferry_with_timeout, sha256_hex,
 };
 
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -57,23 +56,6 @@ fn set_of(msgs: &[&[u8]]) -> BTreeMap<String, usize> {
     m
 }
 
-fn fake_config(d: &Dovecot, fake: &FakePop3, name: &str) -> ConfigBuilder {
-    ConfigBuilder::new(d, "alice", "dave")
-        .name(name)
-        .source_tls(Tls::None)
-        .source_port(Some(fake.port()))
-        .target_tls(Tls::None)
-        .timeout("2s")
-}
-
-fn fake_messages(kinds: &[&str]) -> Vec<FakeMessage> {
-    kinds
-        .iter()
-        .enumerate()
-        .map(|(i, k)| FakeMessage::new(&corpus_kind(k), &format!("u{}", i + 1)))
-        .collect()
-}
-
 fn bytes_of(msgs: &[FakeMessage]) -> Vec<&[u8]> {
     msgs.iter().map(|m| m.bytes.as_slice()).collect()
 }
@@ -87,9 +69,9 @@ fn bytes_of(msgs: &[FakeMessage]) -> Vec<&[u8]> {
 #[test]
 fn a_passing_uidl_failure_copies_nothing_again_and_deletes_nothing() {
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain", "dot-lines", "no-msgid"]);
+    let msgs = fake_pop3::numbered(&["plain", "dot-lines", "no-msgid"]);
     let fake = FakePop3::start(Script::default(), msgs.clone());
-    let b = fake_config(&d, &fake, "flaky").delete("3650d");
+    let b = fake_pop3::config(&d, &fake, "flaky").delete("3650d");
     let cfg = b.write();
     sync_ok(&cfg);
     let all = bytes_of(&msgs);
@@ -128,13 +110,13 @@ fn a_passing_uidl_failure_copies_nothing_again_and_deletes_nothing() {
 #[test]
 fn without_capa_the_ledger_tells_a_failure_from_a_server_without_uidl() {
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain", "utf8-8bit"]);
+    let msgs = fake_pop3::numbered(&["plain", "utf8-8bit"]);
     let no_capa = Script {
         capa: None,
         ..Script::default()
     };
     let fake = FakePop3::start(no_capa.clone(), msgs.clone());
-    let cfg = fake_config(&d, &fake, "nocapa").write();
+    let cfg = fake_pop3::config(&d, &fake, "nocapa").write();
     sync_ok(&cfg);
     let refusing = no_capa.on("UIDL", Reply::raw("-ERR unknown command\r\n"));
     fake.set_script(refusing.clone());
@@ -146,7 +128,7 @@ fn without_capa_the_ledger_tells_a_failure_from_a_server_without_uidl() {
     // Another account, never seen with UIDLs: derived IDs, each copied once.
     let d2 = Dovecot::start();
     let fake2 = FakePop3::start(refusing, msgs.clone());
-    let cfg2 = fake_config(&d2, &fake2, "nouidl").write();
+    let cfg2 = fake_pop3::config(&d2, &fake2, "nouidl").write();
     sync_ok(&cfg2);
     sync_ok(&cfg2);
     assert_eq!(target_set(&d2), set_of(&all), "copied once each");
@@ -160,13 +142,13 @@ fn without_capa_the_ledger_tells_a_failure_from_a_server_without_uidl() {
 #[test]
 fn a_bad_uidl_leaves_only_its_message_behind() {
     let d = Dovecot::start();
-    let good = fake_messages(&["plain", "dot-lines"]);
+    let good = fake_pop3::numbered(&["plain", "dot-lines"]);
     let mut msgs = good.clone();
     msgs.push(FakeMessage::new(&corpus_kind("no-msgid"), &"x".repeat(71)));
     msgs.push(FakeMessage::new(&corpus_kind("utf8-8bit"), "has space"));
     msgs.push(FakeMessage::new(&corpus_kind("utf8-header"), "caf\u{e9}"));
     let fake = FakePop3::start(Script::default(), msgs);
-    let cfg = fake_config(&d, &fake, "baduidl")
+    let cfg = fake_pop3::config(&d, &fake, "baduidl")
         .delete("after-sync")
         .write();
     for round in 0..2 {
@@ -198,7 +180,7 @@ fn a_bad_uidl_leaves_only_its_message_behind() {
 #[test]
 fn without_uidl_or_top_an_oversized_message_is_left_and_the_rest_flows() {
     let d = Dovecot::start();
-    let small = fake_messages(&["plain", "dot-lines"]);
+    let small = fake_pop3::numbered(&["plain", "dot-lines"]);
     let mut big = b"From: a@example.org\r\nSubject: big\r\n\r\n".to_vec();
     big.extend(std::iter::repeat_n(b'x', 20_000));
     big.extend_from_slice(b"\r\n");
@@ -210,7 +192,7 @@ fn without_uidl_or_top_an_oversized_message_is_left_and_the_rest_flows() {
     script.capa = Some(vec!["USER".into()]);
     script.top = false;
     let fake = FakePop3::start(script, msgs);
-    let cfg = fake_config(&d, &fake, "bignotop")
+    let cfg = fake_pop3::config(&d, &fake, "bignotop")
         .max_message_size("10KB")
         .write();
     let o = run(&cfg);
@@ -234,7 +216,7 @@ fn without_uidl_or_top_an_oversized_message_is_left_and_the_rest_flows() {
 #[test]
 fn without_uidl_a_huge_header_is_left_and_the_rest_flows() {
     let d = Dovecot::start();
-    let small = fake_messages(&["plain", "utf8-8bit"]);
+    let small = fake_pop3::numbered(&["plain", "utf8-8bit"]);
     let mut huge = b"From: a@example.org\r\nSubject: huge header\r\n".to_vec();
     for i in 0..1500 {
         huge.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(990)).as_bytes());
@@ -245,7 +227,7 @@ fn without_uidl_a_huge_header_is_left_and_the_rest_flows() {
     let mut script = Script::default().on("UIDL", Reply::raw("-ERR unknown command\r\n"));
     script.capa = Some(vec!["USER".into(), "TOP".into()]);
     let fake = FakePop3::start(script, msgs);
-    let cfg = fake_config(&d, &fake, "hugehdr").write();
+    let cfg = fake_pop3::config(&d, &fake, "hugehdr").write();
     let o = run(&cfg);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{}", describe_output(&o));
@@ -275,7 +257,7 @@ fn utf8_is_enabled_before_the_login_where_announced() {
         .expect("default CAPA")
         .push("UTF8 USER".into());
     let fake = FakePop3::start(script, msgs);
-    let cfg = fake_config(&d, &fake, "utf8").write();
+    let cfg = fake_pop3::config(&d, &fake, "utf8").write();
     sync_ok(&cfg);
     assert_eq!(target_set(&d), set_of(&[&real]), "the real message");
     let log = fake.log();
@@ -292,9 +274,9 @@ fn utf8_is_enabled_before_the_login_where_announced() {
 #[test]
 fn utf8_is_not_sent_unannounced_and_a_refusal_is_a_warning() {
     let d = Dovecot::start();
-    let msgs = fake_messages(&["plain"]);
+    let msgs = fake_pop3::numbered(&["plain"]);
     let fake = FakePop3::start(Script::default(), msgs.clone());
-    let cfg = fake_config(&d, &fake, "noutf8").write();
+    let cfg = fake_pop3::config(&d, &fake, "noutf8").write();
     sync_ok(&cfg);
     assert_eq!(fake.count("UTF8"), 0, "{:?}", fake.log());
 
@@ -306,7 +288,7 @@ fn utf8_is_not_sent_unannounced_and_a_refusal_is_a_warning() {
         .push("UTF8".into());
     let d2 = Dovecot::start();
     let fake2 = FakePop3::start(script, msgs.clone());
-    let cfg2 = fake_config(&d2, &fake2, "utf8refused").write();
+    let cfg2 = fake_pop3::config(&d2, &fake2, "utf8refused").write();
     let o = run(&cfg2);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{}", describe_output(&o));
@@ -336,7 +318,9 @@ fn a_trickling_server_cannot_hold_a_pass() {
         },
     );
     let fake = FakePop3::start(script, vec![FakeMessage::new(&msg, "u1")]);
-    let cfg = fake_config(&d, &fake, "trickle").timeout("1s").write();
+    let cfg = fake_pop3::config(&d, &fake, "trickle")
+        .timeout("1s")
+        .write();
     let started = Instant::now();
     let o = popferry_with_timeout(
         &["sync", "-c", cfg.to_str().expect("utf-8")],
@@ -368,8 +352,10 @@ fn a_trickling_listing_cannot_hold_a_pass() {
             every: Duration::from_millis(300),
         },
     );
-    let fake = FakePop3::start(script, fake_messages(&["plain"]));
-    let cfg = fake_config(&d, &fake, "tricklelist").timeout("1s").write();
+    let fake = FakePop3::start(script, fake_pop3::numbered(&["plain"]));
+    let cfg = fake_pop3::config(&d, &fake, "tricklelist")
+        .timeout("1s")
+        .write();
     let started = Instant::now();
     let o = popferry_with_timeout(
         &["sync", "-c", cfg.to_str().expect("utf-8")],

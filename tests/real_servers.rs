@@ -9,11 +9,11 @@ mod support;
 use std::path::Path;
 
 use support::corpus::{self, corpus_kind, messages};
-use support::fake_pop3::{FakeMessage, FakePop3, Reply, Script};
+use support::fake_pop3::{self, FakeMessage, FakePop3, Reply, Script};
 use support::imap::imap_append;
 use support::{
-    ConfigBuilder, Dovecot, Password, Tls, crlf_normalise, describe_output, imap_fetch_all,
-    popferry, sha256_hex,
+    ConfigBuilder, Dovecot, Password, crlf_normalise, describe_output, imap_fetch_all, popferry,
+    sha256_hex,
 };
 
 /// Runs `popferry <args> -c <config>`: (exit code, stdout, stderr).
@@ -67,17 +67,6 @@ fn a_broken_target_login_is_noticed_with_nothing_to_copy() {
     }
 }
 
-/// A config: POP3 from the fake (plain, loopback), IMAP into the real
-/// Dovecot's `dave` (plain port), timeout 2s.
-fn fake_source(d: &Dovecot, fake: &FakePop3, name: &str) -> ConfigBuilder {
-    ConfigBuilder::new(d, "alice", "dave")
-        .name(name)
-        .source_tls(Tls::None)
-        .source_port(Some(fake.port()))
-        .target_tls(Tls::None)
-        .timeout("2s")
-}
-
 fn target_shas(d: &Dovecot) -> Vec<String> {
     let mut v: Vec<String> = imap_fetch_all(d, "dave", "INBOX")
         .into_iter()
@@ -111,7 +100,7 @@ fn a_refused_retr_does_not_end_a_recovery() {
         Script::default().on("RETR", Reply::raw("-ERR [SYS/TEMP] try later\r\n")),
         vec![FakeMessage::new(&a, "a"), FakeMessage::new(&b, "b")],
     );
-    let cfg = fake_source(&d, &fake, "retrrec").write();
+    let cfg = fake_pop3::config(&d, &fake, "retrrec").write();
     let (code, out, err) = run(&cfg, &["sync"]);
     assert_eq!(code, 1, "the refusals are reported\n{out}\n{err}");
     // The server delivers again.
@@ -141,7 +130,7 @@ fn a_list_size_liar_does_not_end_a_recovery() {
             FakeMessage::new(&a, "a"),
         ],
     );
-    let cfg = fake_source(&d, &fake, "liarrec2")
+    let cfg = fake_pop3::config(&d, &fake, "liarrec2")
         .max_message_size("20000")
         .write();
     let (code, out, err) = run(&cfg, &["sync"]);
@@ -253,7 +242,9 @@ fn a_reused_uidl_is_copied_as_a_new_message() {
     let b = corpus_kind("utf8-8bit");
     assert_ne!(a.len(), b.len());
     let fake = FakePop3::start(Script::default(), vec![FakeMessage::new(&a, "u1")]);
-    let cfg = fake_source(&d, &fake, "reuse").delete("after-sync").write();
+    let cfg = fake_pop3::config(&d, &fake, "reuse")
+        .delete("after-sync")
+        .write();
     sync_ok(&cfg);
     assert!(fake.messages().is_empty(), "A deleted after its copy");
     // The server rebuilds its UID list: B gets A's old UIDL.
@@ -278,7 +269,9 @@ fn an_age_policy_never_deletes_on_a_uidl_match_alone() {
     let a = b"Message-ID: <a@reuse.test>\r\nSubject: A\r\n\r\nfirst\r\n".to_vec();
     let b = b"Message-ID: <b@reuse.test>\r\nSubject: B\r\n\r\nthe second one\r\n".to_vec();
     let fake = FakePop3::start(Script::default(), vec![FakeMessage::new(&a, "u1")]);
-    let cfg = fake_source(&d, &fake, "reuseage").delete("2s").write();
+    let cfg = fake_pop3::config(&d, &fake, "reuseage")
+        .delete("2s")
+        .write();
     sync_ok(&cfg);
     assert_eq!(fake.messages().len(), 1, "A is too young to go");
     // A vanishes behind popferry's back and B takes its UIDL; A's copy is
@@ -305,7 +298,7 @@ fn two_messages_listed_under_one_uidl_are_both_copied_once() {
         Script::default(),
         vec![FakeMessage::new(&a, "same"), FakeMessage::new(&b, "same")],
     );
-    let cfg = fake_source(&d, &fake, "twice").write();
+    let cfg = fake_pop3::config(&d, &fake, "twice").write();
     sync_ok(&cfg);
     sync_ok(&cfg);
     assert_eq!(target_shas(&d), shas(&[&a, &b]), "both, once each");

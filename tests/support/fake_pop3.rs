@@ -513,3 +513,23 @@ fn session(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         stream.write_all(&out)?;
     }
 }
+
+/// Numbered fake messages from corpus kinds, UIDLs `u1`, `u2`, ...
+pub fn numbered(kinds: &[&str]) -> Vec<FakeMessage> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| FakeMessage::new(&super::corpus::corpus_kind(k), &format!("u{}", i + 1)))
+        .collect()
+}
+
+/// A config for account `name`: POP3 from the fake (plain, loopback), IMAP
+/// into the real Dovecot's `dave` (plain port), timeout 2s.
+pub fn config(d: &super::Dovecot, fake: &FakePop3, name: &str) -> super::ConfigBuilder {
+    super::ConfigBuilder::new(d, "alice", "dave")
+        .name(name)
+        .source_tls(super::Tls::None)
+        .source_port(Some(fake.port()))
+        .target_tls(super::Tls::None)
+        .timeout("2s")
+}
