@@ -226,6 +226,12 @@ impl Ledger {
         on_backend!(self, l => l.known(account, listed).await)
     }
 
+    /// Whether any row of `account` is keyed by a UIDL the server gave (not
+    /// one derived from headers): one query, not the account's history.
+    pub async fn has_server_uidls(&self, account: &str) -> anyhow::Result<bool> {
+        on_backend!(self, l => l.has_server_uidls(account).await)
+    }
+
     /// Records the intent to append, durably, before the APPEND is sent.
     pub async fn record_intent(&self, account: &str, i: &Intent<'_>) -> anyhow::Result<()> {
         self.record_intents(account, std::slice::from_ref(i)).await

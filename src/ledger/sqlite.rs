@@ -167,6 +167,19 @@ impl SqliteLedger {
         Ok(out)
     }
 
+    /// Whether any row of `account` is keyed by a UIDL the server gave (not
+    /// one derived from headers).
+    pub async fn has_server_uidls(&self, account: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE account = ? AND uidl_derived = 0) AS any",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        Ok(row.try_get::<i64, _>("any")? != 0)
+    }
+
     /// Records the intent to append, durably, before the APPEND is sent.
     pub async fn record_intent(&self, account: &str, i: &Intent<'_>) -> anyhow::Result<()> {
         self.record_intents(account, std::slice::from_ref(i)).await

@@ -191,3 +191,22 @@ async fn known_reads_the_listed_uidls_and_counts_the_rest() {
         (State::Skipped, 500, Some(400), false)
     );
 }
+
+#[tokio::test]
+async fn server_uidls_are_told_from_derived_ones() {
+    let (_d, l) = ledger().await;
+    assert!(!l.has_server_uidls("acc").await.expect("read"));
+    let mut derived = intent("hdr-ab");
+    derived.uidl_derived = true;
+    l.record_intent("acc", &derived).await.expect("intent");
+    assert!(!l.has_server_uidls("acc").await.expect("read"));
+    l.record_intent("other", &intent("u1"))
+        .await
+        .expect("intent");
+    assert!(
+        !l.has_server_uidls("acc").await.expect("read"),
+        "another account's"
+    );
+    l.record_intent("acc", &intent("u1")).await.expect("intent");
+    assert!(l.has_server_uidls("acc").await.expect("read"));
+}

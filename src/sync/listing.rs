@@ -90,8 +90,10 @@ async fn derive_allowed(
     let Some(ledger) = ledger else {
         return Ok(true);
     };
-    let rows = ledger.messages(&acc.name).await.map_err(ledger_failure)?;
-    let real = rows.values().any(|r| !r.uidl_derived);
+    let real = ledger
+        .has_server_uidls(&acc.name)
+        .await
+        .map_err(ledger_failure)?;
     if real {
         warn!("The POP3 server refused UIDL ({text}), though it gave UIDLs before");
     }
