@@ -188,6 +188,16 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
+    // Call sites first met by another test of this binary, while no
+    // subscriber wanted TRACE, would be cached as disabled (a flake): a
+    // global subscriber that wants everything and writes nowhere keeps
+    // every call site enabled for the thread-local one below.
+    let sink = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(std::io::sink)
+        .finish();
+    let _ = tracing::subscriber::set_global_default(sink);
+    tracing::callsite::rebuild_interest_cache();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     // USER/PASS
