@@ -2,13 +2,15 @@
 # The migration benchmark (see BENCHMARKS.md): starts a private Dovecot, seeds
 # 10,000 messages (the shared seeder's mix, ~117 MB) and measures a raw
 # pipelined baseline and `popferry sync` on loopback and through a 40 ms RTT
-# proxy, then one 200 MiB message alone; prints a Markdown table.
+# proxy, a Gmail-shaped target (no LITERAL+, 4 sessions) and a POP3 source
+# without PIPELINING, then one 200 MiB message alone; prints a Markdown table.
 #
 #   scripts/bench.sh                       # everything (~5 min on 2 cores)
 #   BENCH_N=2000 BENCH_SKIP=big scripts/bench.sh
 #
 # Knobs: BENCH_N, BENCH_LATENCY_N, BENCH_DELAY_MS, BENCH_BIG_MB, BENCH_WINDOW,
-# BENCH_SEEDER, BENCH_SKIP (loopback,latency,big). Needs dovecot-core
+# BENCH_SEEDER, BENCH_GMAIL_N, BENCH_SESSIONS, BENCH_SKIP
+# (loopback,latency,gmail,nopipe,big,history). Needs dovecot-core
 # dovecot-imapd dovecot-pop3d openssl python3 and GNU time (/usr/bin/time).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -6,15 +6,20 @@
 #   scripts/test.sh --test harness       # extra arguments go to `cargo test`
 #   TEST_THREADS=1 scripts/test.sh       # fewer tests at once (default: cargo's)
 #
-# Needs the Debian packages dovecot-core dovecot-imapd dovecot-pop3d openssl
-# (.ci/run installs them). Without them the integration tests FAIL and say how
-# to install them; nothing is skipped.
+# Needs the Debian packages dovecot-core dovecot-imapd dovecot-pop3d openssl,
+# and chromium for the status page tests (.ci/run installs them). Without them
+# the integration tests FAIL and say how to install them; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if ! command -v dovecot >/dev/null && [[ ! -x /usr/sbin/dovecot ]]; then
   echo "scripts/test.sh: dovecot is not installed; the integration tests will fail." >&2
   echo "  install it with: sudo apt-get install -y dovecot-core dovecot-imapd dovecot-pop3d openssl" >&2
+fi
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "scripts/test.sh: chromium is not installed; the status page tests will fail." >&2
+  echo "  install it with: sudo apt-get install -y chromium" >&2
 fi
 
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

@@ -8,6 +8,12 @@
 //! `AUTH`/`AUTHENTICATE`, as an initial response where the server allows it,
 //! SASL-IR) and feeds back each server challenge.
 //!
+//! An OAuth2 server that refuses a token says why in one last challenge, a
+//! base64 JSON object (`{"status":"401","scope":"..."}`, RFC 7628 section
+//! 3.2.2; XOAUTH2 alike); [`Exchange::respond`] acknowledges it as the
+//! mechanism's document says and keeps what it said, decoded and bounded
+//! ([`OAuthError`]), for the error message after the server's final refusal.
+//!
 //! Secrets (guarantee 7): every buffer that holds a password, a token or
 //! their base64 is a [`Zeroizing`] buffer, wiped on drop; [`Exchange`]'s
 //! `Debug` shows only the mechanism, and nothing here logs.
@@ -43,6 +49,11 @@ impl Mechanism {
         }
     }
 
+    /// Whether the mechanism presents an OAuth2 bearer token.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, Mechanism::XOAuth2 | Mechanism::OAuthBearer)
+    }
+
     /// Whether the client speaks first (its first response may go with the
     /// command as an initial response). LOGIN waits for the server's prompt.
     pub fn client_first(self) -> bool {
@@ -69,6 +80,75 @@ impl fmt::Debug for Step {
     }
 }
 
+/// What an OAuth2 server's error challenge said, bounded and printable: the
+/// server's text is untrusted, so each value is cut to
+/// [`OAuthError::MAX_VALUE`] characters with control characters replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuthError {
+    /// `status`: an HTTP status (`"401"`, Google's XOAUTH2) or an RFC 6749
+    /// error code (`"invalid_token"`, RFC 7628).
+    pub status: Option<String>,
+    /// `scope`: the scope the server would accept.
+    pub scope: Option<String>,
+}
+
+impl OAuthError {
+    /// Longest challenge decoded (base64 characters); a longer one is
+    /// taken as saying nothing.
+    pub const MAX_CHALLENGE: usize = 4096;
+    /// Longest value kept, in characters.
+    pub const MAX_VALUE: usize = 200;
+
+    /// Decodes an error challenge (the base64 text after `+ `): `None` when
+    /// it is not base64 of a JSON object, is too long, or names neither a
+    /// status nor a scope.
+    pub fn decode(challenge: &[u8]) -> Option<OAuthError> {
+        let challenge = challenge.trim_ascii();
+        if challenge.is_empty() || challenge.len() > Self::MAX_CHALLENGE {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(challenge)
+            .ok()?;
+        let serde_json::Value::Object(map) = serde_json::from_slice(&raw).ok()? else {
+            return None;
+        };
+        let value = |key: &str| -> Option<String> {
+            let text = match map.get(key)? {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let text: String = text
+                .chars()
+                .take(Self::MAX_VALUE)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            (!text.is_empty()).then_some(text)
+        };
+        let err = OAuthError {
+            status: value("status"),
+            scope: value("scope"),
+        };
+        (err.status.is_some() || err.scope.is_some()).then_some(err)
+    }
+}
+
+impl fmt::Display for OAuthError {
+    /// `status 401, scope "https://mail.google.com/"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(status) = &self.status {
+            write!(f, "status {status}")?;
+            sep = ", ";
+        }
+        if let Some(scope) = &self.scope {
+            write!(f, "{sep}scope {scope:?}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One client side of a SASL exchange: the responses to send, in order.
 pub struct Exchange {
     mechanism: Mechanism,
@@ -78,6 +158,8 @@ pub struct Exchange {
     /// report from an OAuth server (RFC 7628 3.2.3, and XOAUTH2 alike) must
     /// be acknowledged for the server to send its final NO.
     after_error: Option<Zeroizing<String>>,
+    /// What the server's error challenge said, once one came.
+    server_error: Option<OAuthError>,
 }
 
 impl fmt::Debug for Exchange {
@@ -179,6 +261,7 @@ impl Exchange {
             mechanism,
             responses: responses.into(),
             after_error,
+            server_error: None,
         }
     }
 
@@ -200,17 +283,34 @@ impl Exchange {
 
     /// The answer to one server challenge (`challenge` is the text after
     /// `+ `, base64; its content does not change what a client mechanism
-    /// sends, so it is not decoded). Once every response was sent, a further
-    /// challenge is answered once with the OAuth error acknowledgement,
-    /// then with [`Step::Abort`].
-    pub fn respond(&mut self, _challenge: &[u8]) -> Step {
+    /// sends). Once every response was sent, a further challenge is an
+    /// OAuth2 mechanism's error report: it is decoded (see
+    /// [`Exchange::server_error`]) and answered once with the
+    /// acknowledgement (XOAUTH2: an empty line; OAUTHBEARER: `%x01`, RFC
+    /// 7628 section 3.2.3), then with [`Step::Abort`].
+    pub fn respond(&mut self, challenge: &[u8]) -> Step {
         if let Some(next) = self.responses.pop_front() {
             return Step::Respond(next);
         }
         match self.after_error.take() {
-            Some(ack) => Step::Respond(ack),
+            Some(ack) => {
+                self.server_error = OAuthError::decode(challenge);
+                Step::Respond(ack)
+            }
             None => Step::Abort,
         }
+    }
+
+    /// What the server's OAuth2 error challenge said, if one came and could
+    /// be decoded: for the message after the server's final refusal.
+    pub fn server_error(&self) -> Option<&OAuthError> {
+        self.server_error.as_ref()
+    }
+
+    /// Whether the server sent an error challenge after the last response
+    /// (an OAuth2 server refusing the token says so this way).
+    pub fn was_refused_with_challenge(&self) -> bool {
+        self.after_error.is_none() && self.mechanism.is_oauth()
     }
 }
 
@@ -302,6 +402,78 @@ mod tests {
             .decode(ir.as_bytes())
             .unwrap();
         assert!(raw.starts_with(b"n,a=a=2Cb=3Dc,\x01host=h\x01port=1\x01"));
+    }
+
+    fn b64s(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn the_error_challenge_is_decoded_and_kept() {
+        // Google's example error (XOAUTH2 protocol page) and RFC 7628 3.2.2.
+        let google =
+            b64s(r#"{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}"#);
+        let mut x = Exchange::xoauth2("u", "t");
+        assert!(x.initial_response().is_some());
+        assert_eq!(x.server_error(), None);
+        assert!(!x.was_refused_with_challenge());
+        assert_eq!(respond(x.respond(google.as_bytes())), "");
+        assert!(x.was_refused_with_challenge());
+        let e = x.server_error().unwrap();
+        assert_eq!(e.status.as_deref(), Some("401"));
+        assert_eq!(
+            e.to_string(),
+            r#"status 401, scope "https://mail.google.com/""#
+        );
+
+        let rfc = b64s(
+            r#"{"status":"invalid_token","scope":"example_scope","openid-configuration":"https://example.com/.well-known/openid-configuration"}"#,
+        );
+        let mut x = Exchange::oauthbearer("u", "h", 1, "t");
+        assert!(x.initial_response().is_some());
+        assert_eq!(respond(x.respond(rfc.as_bytes())), "AQ==");
+        assert_eq!(
+            x.server_error().unwrap().to_string(),
+            r#"status invalid_token, scope "example_scope""#
+        );
+    }
+
+    #[test]
+    fn a_hostile_error_challenge_is_bounded_or_ignored() {
+        assert_eq!(OAuthError::decode(b""), None);
+        assert_eq!(OAuthError::decode(b"not base64!"), None);
+        assert_eq!(OAuthError::decode(b64s("[1,2]").as_bytes()), None);
+        assert_eq!(OAuthError::decode(b64s("{\"a\":1}").as_bytes()), None);
+        assert_eq!(OAuthError::decode(b64s("{\"status\":").as_bytes()), None);
+        // A number is shown as one; an object is not a status.
+        let e = OAuthError::decode(b64s(r#"{"status":401,"scope":{"x":1}}"#).as_bytes()).unwrap();
+        assert_eq!(e.to_string(), "status 401");
+        // Control characters replaced, values cut.
+        let long = format!(r#"{{"status":"a\r\nb","scope":"{}"}}"#, "s".repeat(5000));
+        let e = OAuthError::decode(b64s(&long).as_bytes());
+        assert_eq!(e, None, "a challenge over the limit says nothing");
+        let long = format!(r#"{{"status":"a\r\nb","scope":"{}"}}"#, "s".repeat(1000));
+        let e = OAuthError::decode(b64s(&long).as_bytes()).unwrap();
+        assert_eq!(e.status.as_deref(), Some("a??b"));
+        assert_eq!(
+            e.scope.map(|s| s.chars().count()),
+            Some(OAuthError::MAX_VALUE)
+        );
+        // A challenge that is not an error report leaves nothing behind.
+        let mut x = Exchange::xoauth2("u", "t");
+        assert!(x.initial_response().is_some());
+        assert_eq!(respond(x.respond(b"garbage")), "");
+        assert_eq!(x.server_error(), None);
+        assert!(x.was_refused_with_challenge());
+        // PLAIN has no error report.
+        let mut x = Exchange::plain("u", "p");
+        assert!(x.initial_response().is_some());
+        assert_eq!(
+            x.respond(b64s(r#"{"status":"401"}"#).as_bytes()),
+            Step::Abort
+        );
+        assert_eq!(x.server_error(), None);
+        assert!(!x.was_refused_with_challenge());
     }
 
     #[test]

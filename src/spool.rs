@@ -121,10 +121,12 @@ enum Storage {
     File(BufWriter<tokio::fs::File>),
 }
 
-/// Collects one message while it is read from the POP3 server.
-pub struct Spool {
-    storage: Storage,
-    threshold: usize,
+/// What the bytes of a message are known by, computed while they stream
+/// through: the one transformation (bare LF to CRLF), the SHA-256 of the
+/// result, and a bounded copy of its header section. [`Spool`] keeps the
+/// bytes as well; alone, it tells whether a message on the POP3 server is
+/// still the one copied earlier (guarantee 8) without keeping it.
+pub struct Fingerprint {
     len: u64,
     sha: Sha256,
     has_nul: bool,
@@ -132,6 +134,80 @@ pub struct Spool {
     header: Vec<u8>,
     header_done: bool,
     scratch: Vec<u8>,
+}
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint {
+            len: 0,
+            sha: Sha256::new(),
+            has_nul: false,
+            prev_cr: false,
+            header: Vec::new(),
+            header_done: false,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Fingerprint {
+    /// Takes decoded message bytes (after dot-unstuffing); returns them as
+    /// they are kept (after LF to CRLF).
+    pub fn write(&mut self, chunk: &[u8]) -> &[u8] {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        normalize_crlf(chunk, &mut self.prev_cr, &mut out);
+        self.sha.update(&out);
+        self.len = self.len.saturating_add(out.len() as u64);
+        if !self.has_nul && out.contains(&0) {
+            self.has_nul = true;
+        }
+        if !self.header_done {
+            self.capture_header(&out);
+        }
+        self.scratch = out;
+        &self.scratch
+    }
+
+    fn capture_header(&mut self, data: &[u8]) {
+        let room = MAX_HEADER_BYTES.saturating_sub(self.header.len());
+        let take = data.len().min(room);
+        let start = self.header.len().saturating_sub(3);
+        self.header
+            .extend_from_slice(data.get(..take).unwrap_or_default());
+        // Stop at the blank line that ends the header section.
+        if let Some(pos) = find(self.header.get(start..).unwrap_or_default(), b"\r\n\r\n") {
+            self.header.truncate(start + pos + 4);
+            self.header_done = true;
+        } else if self.header.len() >= MAX_HEADER_BYTES {
+            self.header_done = true;
+        }
+    }
+
+    /// The header section so far (up to [`MAX_HEADER_BYTES`]), blank line
+    /// included.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The SHA-256 of the bytes so far, as hex.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha.clone().finalize())
+    }
+}
+
+/// The SHA-256 (hex) of a header section as [`Fingerprint::header`] and
+/// [`SpooledMessage::header`] give it: what the ledger keeps to tell a
+/// message from another listed later under the same UIDL and size.
+pub fn header_sha256(header: &[u8]) -> String {
+    hex(&Sha256::digest(header))
+}
+
+/// Collects one message while it is read from the POP3 server.
+pub struct Spool {
+    storage: Storage,
+    threshold: usize,
+    fp: Fingerprint,
     /// The most this message may hold (bounds its reservation).
     limit: u64,
     place: &'static Place,
@@ -145,13 +221,7 @@ impl Spool {
         Spool {
             storage: Storage::Memory(Vec::new()),
             threshold,
-            len: 0,
-            sha: Sha256::new(),
-            has_nul: false,
-            prev_cr: false,
-            header: Vec::new(),
-            header_done: false,
-            scratch: Vec::new(),
+            fp: Fingerprint::default(),
             limit: u64::MAX,
             place: place(),
             reserved: None,
@@ -173,34 +243,18 @@ impl Spool {
 
     /// Bytes written so far (after LF → CRLF).
     pub fn len(&self) -> u64 {
-        self.len
+        self.fp.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.fp.len == 0
     }
 
     /// Appends decoded message bytes (after dot-unstuffing).
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        normalize_crlf(chunk, &mut self.prev_cr, &mut out);
-        self.absorb(&out).await?;
-        self.scratch = out;
-        Ok(())
-    }
-
-    async fn absorb(&mut self, data: &[u8]) -> io::Result<()> {
+        let data = self.fp.write(chunk);
         if data.is_empty() {
             return Ok(());
-        }
-        self.sha.update(data);
-        self.len = self.len.saturating_add(data.len() as u64);
-        if !self.has_nul && data.contains(&0) {
-            self.has_nul = true;
-        }
-        if !self.header_done {
-            self.capture_header(data);
         }
         match &mut self.storage {
             Storage::Memory(buf) => {
@@ -221,27 +275,12 @@ impl Spool {
         Ok(())
     }
 
-    fn capture_header(&mut self, data: &[u8]) {
-        let room = MAX_HEADER_BYTES.saturating_sub(self.header.len());
-        let take = data.len().min(room);
-        let start = self.header.len().saturating_sub(3);
-        self.header
-            .extend_from_slice(data.get(..take).unwrap_or_default());
-        // Stop at the blank line that ends the header section.
-        if let Some(pos) = find(self.header.get(start..).unwrap_or_default(), b"\r\n\r\n") {
-            self.header.truncate(start + pos + 4);
-            self.header_done = true;
-        } else if self.header.len() >= MAX_HEADER_BYTES {
-            self.header_done = true;
-        }
-    }
-
     /// Ends the message. A trailing lone CR is kept as it is.
     pub async fn finish(self) -> io::Result<SpooledMessage> {
         let mut reserved = self.reserved;
         // Keep what the file holds; give the rest of the reservation back.
         if let Some(p) = reserved.as_mut() {
-            let keep = usize::try_from(self.len.div_ceil(UNIT).max(1)).unwrap_or(usize::MAX);
+            let keep = usize::try_from(self.fp.len.div_ceil(UNIT).max(1)).unwrap_or(usize::MAX);
             if let Some(extra) = p.num_permits().checked_sub(keep).and_then(|n| p.split(n)) {
                 drop(extra);
             }
@@ -258,10 +297,10 @@ impl Spool {
         };
         Ok(SpooledMessage {
             storage,
-            len: self.len,
-            sha256: self.sha.finalize().into(),
-            has_nul: self.has_nul,
-            header: self.header,
+            len: self.fp.len,
+            sha256: self.fp.sha.finalize().into(),
+            has_nul: self.fp.has_nul,
+            header: self.fp.header,
             _reserved: reserved,
         })
     }
@@ -463,6 +502,25 @@ mod tests {
         let m = spool(&[b"a\r", b"\nb\n", b"c\rd\n"], 1024).await;
         assert_eq!(m.to_vec().await.expect("read"), b"a\r\nb\r\nc\rd\r\n");
         assert_eq!(m.len(), 11);
+    }
+
+    /// A fingerprint alone knows a message as its spool does: what TOP
+    /// or RETR give again later is compared with what was copied.
+    #[tokio::test]
+    async fn a_fingerprint_matches_the_spool_of_the_same_bytes() {
+        let chunks: [&[u8]; 3] = [b"Subject: x\n", b"From: y\r\n\nbody\n", b"more\r\n"];
+        let m = spool(&chunks, 8).await;
+        let mut fp = Fingerprint::default();
+        for c in chunks {
+            fp.write(c);
+        }
+        assert_eq!(fp.header(), m.header());
+        assert_eq!(fp.header(), b"Subject: x\r\nFrom: y\r\n\r\n");
+        assert_eq!(fp.sha256_hex(), m.sha256_hex());
+        // TOP n 0 gives the header section alone: the same digest.
+        let mut top = Fingerprint::default();
+        top.write(b"Subject: x\nFrom: y\n\n");
+        assert_eq!(header_sha256(top.header()), header_sha256(m.header()));
     }
 
     #[tokio::test]

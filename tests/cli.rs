@@ -32,6 +32,10 @@ fn check_logs_in_everywhere_and_changes_nothing() {
         "POP3 mailbox size reported:\n{text}"
     );
     assert!(
+        text.contains(", SASL PLAIN)") && text.contains(", AUTHENTICATE PLAIN)"),
+        "the mechanism of each side reported (auth = auto picks PLAIN on Dovecot):\n{text}"
+    );
+    assert!(
         text.contains("missing; sync will create it"),
         "target mailbox reported:\n{text}"
     );
@@ -179,7 +183,7 @@ fn a_mechanism_of_the_other_protocol_is_a_configuration_error() {
                 "\"legacy\"",
                 "target.auth",
                 "\"apop\"",
-                "auto, login or plain",
+                "auto, login, plain, xoauth2 or oauthbearer",
             ],
         );
     }
@@ -191,7 +195,7 @@ fn a_mechanism_of_the_other_protocol_is_a_configuration_error() {
             "\"legacy\"",
             "source.auth",
             "\"login\"",
-            "auto, user, apop or plain",
+            "auto, user, apop, plain, xoauth2 or oauthbearer",
         ],
     );
 }

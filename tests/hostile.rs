@@ -136,7 +136,7 @@ fn no_uidl_falls_back_to_header_digests_and_copies_each_once() {
     let all: Vec<&[u8]> = msgs.iter().map(|m| m.bytes.as_slice()).collect();
     assert_eq!(target_set(&d, "INBOX"), set_of(&all));
     // The ledger says so too.
-    let rows = support::ledger::rows(&b.ledger_path(), "nouidl");
+    let rows = support::ledger::rows(b.ledger_path(), "nouidl");
     let derived = rows.values().filter(|r| r.uidl_derived).count();
     assert_eq!(derived, msgs.len());
 

@@ -57,6 +57,7 @@ fn settings(
         password: d.password(user).into(),
         auth,
         allow_plaintext_password: false,
+        oauth2: None,
     }
 }
 

@@ -24,10 +24,14 @@
 //!   `popferry status --json` agrees: copied == N, unresolved 0, rejected 0
 //!   (with `after-sync`: deleted == N and the POP3 mailbox is empty).
 //!
+//! A third run of the loop does the same into a Gmail-shaped target (no
+//! LITERAL+, issue 11), where every pass appends over 4 sessions at once, so
+//! that the kills land with APPENDs in flight on several connections.
+//!
 //! A duplicate is reported with its kind, UIDL and ledger row, and the round
 //! after which the first one appeared.
 //!
-//! A third test builds, deterministically, the one state the loop reaches
+//! A fourth test builds, deterministically, the one state the loop reaches
 //! only by luck that matters most for settling: an interrupted APPEND whose
 //! Message-ID and size match another message already in the target.
 //!
@@ -401,6 +405,13 @@ impl Seeded {
 }
 
 fn kill_loop(delete: &str) {
+    kill_loop_on(delete, false);
+}
+
+/// The loop; with `gmail`, the target announces Gmail's capabilities (no
+/// LITERAL+), so every pass appends over 4 sessions (the default
+/// `connections`) and a kill lands with APPENDs in flight on several.
+fn kill_loop_on(delete: &str, gmail: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed_from_env_or_clock();
     let n = env_u64("POPFERRY_KILL_MESSAGES", 2000) as usize;
@@ -413,9 +424,11 @@ fn kill_loop(delete: &str) {
     let mut rng = Rng(seed);
     let started = Instant::now();
 
-    let d = Dovecot::builder()
-        .users(vec![User::maildir(SOURCE), User::mdbox(TARGET)])
-        .start();
+    let mut builder = Dovecot::builder().users(vec![User::maildir(SOURCE), User::mdbox(TARGET)]);
+    if gmail {
+        builder = builder.gmail_shape();
+    }
+    let d = builder.start();
     let mut seeded = Seeded {
         msgs: Vec::new(),
         shas: Vec::new(),
@@ -637,6 +650,11 @@ fn sigkill_loop_with_delete_after_sync_loses_nothing_and_copies_once() {
     kill_loop("after-sync");
 }
 
+#[test]
+fn sigkill_loop_over_four_sessions_to_a_gmail_shaped_target_copies_each_message_once() {
+    kill_loop_on("after-sync", true);
+}
+
 /// The state a SIGKILL leaves when it lands after the intent of message B
 /// was written and before its APPEND reached the server, while message A,
 /// which has the same Message-ID and the same size (a resent or re-delivered
@@ -682,7 +700,14 @@ fn an_unresolved_append_is_not_settled_by_another_message_with_the_same_id_and_s
             .await
             .expect("open the ledger");
         l.start_run("twins").await.expect("start a run");
-        for (uidl, s) in uidls.iter().zip(&seeded) {
+        for ((uidl, s), bytes) in uidls.iter().zip(&seeded).zip([&a, &b]) {
+            // What the killed run would have recorded: the digest of the
+            // header section too (checked before a DELE).
+            let end = bytes
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(bytes.len(), |p| p + 4);
+            let header = popferry::spool::header_sha256(&bytes[..end]);
             l.record_intent(
                 "twins",
                 &Intent {
@@ -691,6 +716,7 @@ fn an_unresolved_append_is_not_settled_by_another_message_with_the_same_id_and_s
                     size: s.size,
                     listed_size: s.size,
                     sha256: &s.sha256_hex,
+                    header_sha256: Some(&header),
                     message_id: Some("twin@kill.popferry.test"),
                     message_date: None,
                     mailbox: MAILBOX,

@@ -84,7 +84,7 @@ fn a_passing_uidl_failure_copies_nothing_again_and_deletes_nothing() {
     assert!(out.contains("UIDL"), "the error names UIDL:\n{out}\n{err}");
     assert_eq!(target_set(&d), set_of(&all), "nothing copied again");
     assert_eq!(fake.count("TOP"), 0, "no IDs derived: {:?}", fake.log());
-    let r = rows(&b.ledger_path(), "flaky");
+    let r = rows(b.ledger_path(), "flaky");
     assert_eq!(r.len(), msgs.len(), "no derived rows: {r:?}");
     assert!(
         r.values()
@@ -118,7 +118,9 @@ fn without_capa_the_ledger_tells_a_failure_from_a_server_without_uidl() {
     let fake = FakePop3::start(no_capa.clone(), msgs.clone());
     let cfg = fake_pop3::config(&d, &fake, "nocapa").write();
     sync_ok(&cfg);
-    let refusing = no_capa.on("UIDL", Reply::raw("-ERR unknown command\r\n"));
+    let refusing = no_capa
+        .clone()
+        .on("UIDL", Reply::raw("-ERR unknown command\r\n"));
     fake.set_script(refusing.clone());
     let o = run(&cfg);
     assert_eq!(o.status.code(), Some(1), "{}", describe_output(&o));
@@ -132,6 +134,21 @@ fn without_capa_the_ledger_tells_a_failure_from_a_server_without_uidl() {
     sync_ok(&cfg2);
     sync_ok(&cfg2);
     assert_eq!(target_set(&d2), set_of(&all), "copied once each");
+
+    // The refusals were passing after all: the server gives real UIDLs now,
+    // which the ledger has never seen. Every message is looked up in the
+    // target before it is appended (as after a lost ledger): none twice.
+    fake2.set_script(no_capa);
+    sync_ok(&cfg2);
+    assert_eq!(
+        target_set(&d2),
+        set_of(&all),
+        "still once each when real UIDLs appear"
+    );
+    fake2.edit_messages(|m| m.push(FakeMessage::new(&corpus_kind("dot-lines"), "u9")));
+    sync_ok(&cfg2);
+    let copies: usize = target_set(&d2).values().sum();
+    assert_eq!(copies, all.len() + 1, "new mail still flows, once");
 }
 
 // ------------------------------------------------------------------ case 7

@@ -199,14 +199,14 @@ fn two_processes_on_one_account_copy_each_message_once() {
 
 /// Case 4: an account held by a live process elsewhere is skipped, naming
 /// the holder; once the lease has expired, it is taken over.
-#[test]
-fn a_held_account_is_skipped_and_an_expired_lease_taken_over() {
+fn a_held_account_is_skipped_and_an_expired_lease_taken_over(backend: support::ledger::Backend) {
     let d = Dovecot::start();
     let all = corpus::corpus_small();
     d.seed("alice", &messages(&all[..2]));
-    let b = ConfigBuilder::new(&d, "alice", "dave");
+    let on = backend.apply(ConfigBuilder::new(&d, "alice", "dave"));
+    let b = &on.builder;
     let cfg = b.write();
-    let ledger = b.ledger_path();
+    let ledger = b.ledger_at();
     let other = "replica-7 pid 1 cafe0001";
     assert!(support::ledger::hold(
         &ledger,
@@ -223,7 +223,7 @@ fn a_held_account_is_skipped_and_an_expired_lease_taken_over() {
     );
     // The holder stops renewing: its lease runs out.
     assert!(support::ledger::hold(
-        &ledger,
+        ledger,
         "alice",
         other,
         std::time::Duration::ZERO
@@ -231,6 +231,7 @@ fn a_held_account_is_skipped_and_an_expired_lease_taken_over() {
     sync_ok(&cfg);
     assert_eq!(imap_fetch_all(&d, "dave", "INBOX").len(), 2);
 }
+both_backends!(a_held_account_is_skipped_and_an_expired_lease_taken_over);
 
 /// Case 1: a server that gives the UIDL of a message that is gone to a new
 /// one (a rebuilt UID list): the new message is copied, not skipped as
@@ -302,4 +303,53 @@ fn two_messages_listed_under_one_uidl_are_both_copied_once() {
     sync_ok(&cfg);
     sync_ok(&cfg);
     assert_eq!(target_shas(&d), shas(&[&a, &b]), "both, once each");
+}
+
+/// Case 1, the same size: a message now listed under the UIDL of one
+/// copied earlier, with the very same LIST size, is still not deleted on
+/// the strength of the UIDL (and size) alone: before a DELE of a message
+/// not read in this session, its header section (TOP n 0) is compared with
+/// the one recorded at its copy, and where they differ it is a new message,
+/// copied like any other. `top` false: a server without TOP, where the
+/// whole message is read and compared by its SHA-256.
+fn same_size_reuse(name: &str, top: bool) {
+    let d = Dovecot::start();
+    // No Date, no Received: the age counts from the copy. Same length.
+    let a = b"Message-ID: <a@same.test>\r\nSubject: A\r\n\r\nfirst one\r\n".to_vec();
+    let b = b"Message-ID: <b@same.test>\r\nSubject: B\r\n\r\nother one\r\n".to_vec();
+    assert_eq!(a.len(), b.len());
+    let script = Script {
+        top,
+        ..Script::default()
+    };
+    let fake = FakePop3::start(script, vec![FakeMessage::new(&a, "u1")]);
+    let cfg = fake_pop3::config(&d, &fake, name).delete("2s").write();
+    sync_ok(&cfg);
+    assert_eq!(fake.messages().len(), 1, "A is too young to go");
+    // A vanishes behind popferry's back and B takes its UIDL (and size);
+    // A's copy is now old enough to be deleted.
+    fake.set_messages(vec![FakeMessage::new(&b, "u1")]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    sync_ok(&cfg);
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "B is copied in that pass");
+    assert_eq!(
+        fake.messages().len(),
+        1,
+        "B is not deleted before its own copy is old"
+    );
+    // Once B's copy is old enough, B goes (its header matches its own row).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    sync_ok(&cfg);
+    assert!(fake.messages().is_empty(), "B deleted once old enough");
+    assert_eq!(target_shas(&d), shas(&[&a, &b]), "still once each");
+}
+
+#[test]
+fn a_reused_uidl_of_the_same_size_is_told_apart_by_its_header() {
+    same_size_reuse("samesize", true);
+}
+
+#[test]
+fn a_reused_uidl_of_the_same_size_is_told_apart_without_top() {
+    same_size_reuse("samesizenotop", false);
 }

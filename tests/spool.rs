@@ -73,4 +73,17 @@ fn an_unusable_spool_folder_is_a_configuration_error_naming_the_key() {
         assert!(err.contains("[spool] path"), "{cmd}: {err}");
         assert!(err.contains("no-such-spool"), "{cmd}: {err}");
     }
+    // `check` reports it beside the servers, and fails.
+    let o = run(&cfg, &["check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{}", describe_output(&o));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("no-such-spool") && l.contains("FAILED")),
+        "{out}"
+    );
+    assert!(
+        out.contains("POP3 "),
+        "the servers are still checked: {out}"
+    );
 }

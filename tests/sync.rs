@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use support::corpus::{self, RECEIVED_NEWEST_INTERNALDATE, messages};
+use support::ledger::Backend;
 use support::{
     ConfigBuilder, Dovecot, Password, Seeded, Tls, describe_output, imap_fetch_all, popferry,
 };
@@ -69,14 +70,12 @@ fn imap_date(rfc5322: &str) -> String {
     )
 }
 
-#[test]
-fn corpus_arrives_byte_for_byte_once_with_flags_and_dates() {
+fn corpus_arrives_byte_for_byte_once_with_flags_and_dates(backend: Backend) {
     let d = Dovecot::start();
     let corpus = corpus::corpus();
     let seeded = d.seed("alice", &messages(&corpus));
-    let cfg = ConfigBuilder::new(&d, "alice", "dave")
-        .flags(&["\\Seen"])
-        .write();
+    let on = backend.apply(ConfigBuilder::new(&d, "alice", "dave").flags(&["\\Seen"]));
+    let cfg = on.builder.write();
 
     let out = sync_ok(&cfg);
     assert!(out.contains("copied"), "summary expected on stdout:\n{out}");
@@ -134,6 +133,7 @@ fn corpus_arrives_byte_for_byte_once_with_flags_and_dates() {
     // delete = "never": the POP3 mailbox is untouched.
     assert_eq!(d.pop3_uidls("alice").len(), corpus.len() + 2);
 }
+both_backends!(corpus_arrives_byte_for_byte_once_with_flags_and_dates);
 
 #[test]
 fn every_tls_mode_with_the_ca_file() {
@@ -404,19 +404,19 @@ fn a_refused_message_is_retried_then_rejected_and_the_rest_flow() {
     assert_eq!(left, vec![seeded[1].sha256_hex.clone()]);
 }
 
-#[test]
-fn an_unresolved_intent_is_settled_without_a_duplicate() {
+fn an_unresolved_intent_is_settled_without_a_duplicate(backend: Backend) {
     let d = Dovecot::start();
     let seeded = d.seed("alice", &messages(&corpus::corpus_small()));
-    let cfg = ConfigBuilder::new(&d, "alice", "dave").write();
-    let ledger = ConfigBuilder::new(&d, "alice", "dave").ledger_path();
+    let on = backend.apply(ConfigBuilder::new(&d, "alice", "dave"));
+    let cfg = on.builder.write();
+    let ledger = on.builder.ledger_at();
     sync_ok(&cfg);
     let full = target_shas(&d, "dave", "INBOX");
     assert_eq!(full, seeded_shas(&seeded));
 
     // The APPEND reached the server, the record did not reach the ledger.
     // Every row, those without a Message-ID included (settled by a header digest).
-    let n = support::ledger::unresolve_all(&ledger, "alice", "INBOX");
+    let n = support::ledger::unresolve_all(ledger, "alice", "INBOX");
     assert_eq!(n, seeded.len());
     sync_ok(&cfg);
     assert_eq!(
@@ -429,9 +429,9 @@ fn an_unresolved_intent_is_settled_without_a_duplicate() {
     assert_eq!(v[0]["unresolved"], 0);
     assert_eq!(v[0]["copied"], seeded.len());
 }
+both_backends!(an_unresolved_intent_is_settled_without_a_duplicate);
 
-#[test]
-fn an_unresolved_intent_whose_append_never_landed_is_appended() {
+fn an_unresolved_intent_whose_append_never_landed_is_appended(backend: Backend) {
     let d = Dovecot::start();
     let seeded = d.seed(
         "alice",
@@ -441,19 +441,17 @@ fn an_unresolved_intent_whose_append_never_landed_is_appended() {
         ],
     );
     // Copy into a scratch mailbox first, so the ledger has rows for both...
-    let cfg = ConfigBuilder::new(&d, "alice", "dave")
-        .mailbox("Scratch")
-        .write();
-    let ledger = ConfigBuilder::new(&d, "alice", "dave").ledger_path();
+    let on = backend.apply(ConfigBuilder::new(&d, "alice", "dave"));
+    let cfg = on.builder.clone().mailbox("Scratch").write();
+    let ledger = on.builder.ledger_at();
     sync_ok(&cfg);
     // ...then point at INBOX and mark both as interrupted before the APPEND landed.
-    support::ledger::unresolve_all(&ledger, "alice", "Scratch");
-    let cfg = ConfigBuilder::new(&d, "alice", "dave")
-        .file_name("inbox.toml")
-        .write();
+    support::ledger::unresolve_all(ledger, "alice", "Scratch");
+    let cfg = on.builder.clone().file_name("inbox.toml").write();
     sync_ok(&cfg);
     assert_eq!(target_shas(&d, "dave", "INBOX"), seeded_shas(&seeded));
 }
+both_backends!(an_unresolved_intent_whose_append_never_landed_is_appended);
 
 #[test]
 fn dry_run_changes_nothing_anywhere() {

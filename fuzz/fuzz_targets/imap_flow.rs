@@ -39,14 +39,14 @@ fuzz_target!(|data: &[u8]| {
         }
         for r in replies {
             let was_waiting = f.waits_for_continue();
-            let is_continue = r == Reply::Continue;
+            let is_continue = matches!(r, Reply::Continue(_));
             let ours = matches!(&r, Reply::Tagged { tag, .. } if tag == "pf1");
             match f.on_reply(r) {
                 Ok(Step::Done(_)) => {
                     assert!(ours);
                     break;
                 }
-                Ok(Step::Proceed) => assert!(is_continue),
+                Ok(Step::Proceed(_)) => assert!(is_continue),
                 Ok(Step::Data(_) | Step::Bye(_)) => assert!(!is_continue && !ours),
                 Err(Misstep::UnexpectedContinue) => {
                     assert!(is_continue && !was_waiting);

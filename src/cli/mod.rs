@@ -2,10 +2,12 @@
 //! status convention.
 
 mod check;
+mod oauth;
 mod run;
 mod status;
 mod sync;
 pub mod telemetry;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -20,7 +22,8 @@ use popferry::config::{self, Config};
     about = "Copy POP3 mailboxes into IMAP, byte for byte, exactly once"
 )]
 pub struct Args {
-    /// Configuration file [default: $POPFERRY_CONFIG, ./popferry.toml, /etc/popferry/popferry.toml]
+    /// Configuration file [default: $POPFERRY_CONFIG, ./popferry.toml, /etc/popferry/popferry.toml;
+    /// without any: one account from POPFERRY_* environment variables]
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format on stderr
@@ -51,6 +54,13 @@ pub enum Command {
         dry_run: bool,
     },
     /// Run as a daemon: every account on its schedule until SIGTERM/SIGINT
+    ///
+    /// Signals: SIGTERM or SIGINT stop at the next safe point (within 30 s);
+    /// SIGHUP reloads the configuration (changed accounts restart, the others
+    /// keep their schedule); SIGUSR1 makes every account due now ("check
+    /// now", e.g. `kill -USR1 <pid>` or `docker kill -s USR1 <container>`).
+    /// With [daemon] listen: /healthz, /readyz, /metrics and a status page at /
+    /// (on a non-loopback address only with [daemon] status_token).
     Run,
     /// Validate the configuration, then log in to every server and report what it offers
     Check,
@@ -60,6 +70,54 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the POP3 mailbox, the ledger and the target mailbox; change nothing without --repair
+    Verify {
+        /// Only this account (repeatable)
+        #[arg(long = "account", value_name = "NAME")]
+        accounts: Vec<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Copy again what is missing from the target (exactly once), clear stale rows, then sync and verify again
+        #[arg(long)]
+        repair: bool,
+    },
+    /// OAuth2: sign in and store the refresh token
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Sign in to the provider of one side of an account and store the refresh token
+    /// where its oauth2.refresh_token says (a file)
+    Login {
+        /// The account
+        #[arg(long, value_name = "NAME")]
+        account: String,
+        /// The side to sign in for (needed when both sides use OAuth2)
+        #[arg(long, value_enum)]
+        side: Option<Side>,
+        /// The sign-in flow [default: device for Microsoft, browser for Google]
+        #[arg(long, value_enum)]
+        flow: Option<Flow>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Flow {
+    /// A code to enter at the provider's page, on any device
+    Device,
+    /// A browser on this machine, redirected to 127.0.0.1 (PKCE)
+    Browser,
 }
 
 /// How a command ended.
@@ -84,30 +142,50 @@ impl Outcome {
 }
 
 pub async fn execute(args: Args) -> Outcome {
-    let path = config::resolve_path(args.config.as_deref());
-    let needs_secrets = !matches!(args.command, Command::Status { .. });
-    let cfg = match config::load_file(&path, needs_secrets) {
+    // `status` contacts no server; `oauth login` is how a missing refresh
+    // token file comes to exist (and needs no mail server's password).
+    let needs_secrets = !matches!(args.command, Command::Status { .. } | Command::Oauth { .. });
+    let cfg = match config::load(args.config.as_deref(), needs_secrets) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("popferry: configuration error: {e}");
             return Outcome::Usage;
         }
     };
-    if matches!(args.command, Command::Sync { .. } | Command::Run) {
+    if matches!(
+        args.command,
+        Command::Sync { .. } | Command::Run | Command::Verify { repair: true, .. }
+    ) {
         // One budget per process, set before any pass; a spool folder that
         // cannot be used is a configuration error, found before any server
         // is contacted.
         let place = popferry::spool::configure(cfg.spool.path.clone(), cfg.spool.max_bytes);
         if let Err(e) = place.check() {
-            eprintln!("popferry: configuration error: {}: {e}", path.display());
+            eprintln!(
+                "popferry: configuration error: {}: {e}",
+                cfg.source_path.display()
+            );
             return Outcome::Usage;
         }
     }
     match args.command {
         Command::Sync { accounts, dry_run } => sync::execute(&cfg, &accounts, dry_run).await,
-        Command::Run => run::execute(cfg, path).await,
+        Command::Run => run::execute(cfg, args.config).await,
         Command::Check => check::execute(&cfg).await,
         Command::Status { json } => status::execute(&cfg, json).await,
+        Command::Verify {
+            accounts,
+            json,
+            repair,
+        } => verify::execute(&cfg, &accounts, json, repair).await,
+        Command::Oauth {
+            command:
+                OauthCommand::Login {
+                    account,
+                    side,
+                    flow,
+                },
+        } => oauth::login(&cfg, &account, side, flow).await,
     }
 }
 
@@ -134,47 +212,25 @@ pub fn select_accounts<'a>(
         .collect()
 }
 
-/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
-const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
-
-/// Formats a unix time for people (UTC, RFC 3339). Total: a time before
-/// 1970 or after 9999 (a ledger row from a hostile LOGIN-DELAY, say) is
-/// shown as its number instead of panicking.
-pub fn when(t: Option<i64>) -> String {
-    let Some(t) = t else {
-        return "never".into();
-    };
-    let at = u64::try_from(t)
-        .ok()
-        .filter(|s| *s <= LAST_RFC3339_SECOND)
-        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)));
-    match at {
-        Some(at) => {
-            use std::fmt::Write;
-            let mut out = String::new();
-            match write!(out, "{}", humantime::format_rfc3339_seconds(at)) {
-                Ok(()) => out,
-                Err(_) => format!("unix time {t}"),
-            }
+/// Opens the configured ledger: the SQLite file, or the PostgreSQL
+/// database (its URL read from its source now; errors never show its
+/// password).
+pub async fn open_ledger(cfg: &Config) -> anyhow::Result<popferry::ledger::Ledger> {
+    let ledger = match &cfg.ledger_url {
+        None => popferry::ledger::Ledger::open(&cfg.ledger_path).await?,
+        Some(source) => {
+            let url = source.resolve().await.map_err(|m| {
+                anyhow::anyhow!("Cannot read [ledger] url ({}): {m}", source.origin())
+            })?;
+            popferry::ledger::Ledger::connect(&url).await?
         }
-        None => format!("unix time {t} (out of range)"),
-    }
+    };
+    Ok(ledger.with_lease_ttl(cfg.lease_ttl))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::when;
-
-    /// Any unix time prints (issue 9, case 5: a next run past year 9999
-    /// panicked `popferry status`).
-    #[test]
-    fn when_is_total() {
-        assert_eq!(when(None), "never");
-        assert_eq!(when(Some(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(when(Some(253_402_300_799)), "9999-12-31T23:59:59Z");
-        for t in [i64::MAX, i64::MIN, -1, 253_402_300_800, 260_000_000_000] {
-            let s = when(Some(t));
-            assert!(s.contains(&t.to_string()), "{t}: {s}");
-        }
-    }
+/// Whether the configured ledger may hold something: a SQLite file that
+/// exists, or any PostgreSQL database (which `status` and a dry run then
+/// read; connecting creates nothing but the tables).
+pub fn ledger_may_exist(cfg: &Config) -> bool {
+    cfg.ledger_url.is_some() || cfg.ledger_path.exists()
 }

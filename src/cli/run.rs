@@ -1,6 +1,7 @@
 //! `popferry run`: the daemon. Owns the process-level concerns: signals
-//! (SIGTERM/SIGINT stop at a safe point, SIGHUP reloads the configuration),
-//! the metrics recorder and the HTTP endpoint. Scheduling is in
+//! (SIGTERM/SIGINT stop at a safe point, SIGHUP reloads the configuration,
+//! SIGUSR1 makes every account due now), the metrics recorder and the HTTP
+//! endpoint. Scheduling is in
 //! `popferry::scheduler`, the pass in `popferry::sync`.
 
 use std::path::PathBuf;
@@ -12,11 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use popferry::config::{self, Config};
-use popferry::daemon::{self, Health, SyncRunner};
-use popferry::ledger::Ledger;
+use popferry::daemon::{self, Access, Health, SyncRunner};
 use popferry::scheduler::{Backoff, Scheduler};
 
 use super::Outcome;
+
+/// How long reading `[daemon] status_token` may take (a command).
+const STATUS_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a stop waits for passes to reach a safe point.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -46,8 +49,10 @@ fn backoff() -> anyhow::Result<Backoff> {
     }
 }
 
-pub async fn execute(cfg: Config, path: PathBuf) -> Outcome {
-    match run(cfg, path).await {
+/// `flag` is the `-c` given, if any: a reload looks for the configuration
+/// as the start did (the file, or the environment).
+pub async fn execute(cfg: Config, flag: Option<PathBuf>) -> Outcome {
+    match run(cfg, flag).await {
         Ok(()) => Outcome::Ok,
         Err(e) => {
             error!("{e:#}");
@@ -57,18 +62,34 @@ pub async fn execute(cfg: Config, path: PathBuf) -> Outcome {
     }
 }
 
-async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+async fn run(cfg: Config, flag: Option<PathBuf>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let backoff = backoff()?;
 
-    let ledger = Ledger::open(&cfg.ledger_path).await?;
+    let ledger = super::open_ledger(&cfg).await?;
     let metrics = daemon::install_metrics()?;
     let health = Health::new(ledger.clone(), metrics);
+    let names: Vec<String> = cfg.accounts.iter().map(|a| a.name.clone()).collect();
+    health.retain(&names);
     let stop_http = CancellationToken::new();
     let http = match cfg.daemon.listen {
-        Some(addr) => Some(daemon::serve(addr, health.clone(), stop_http.clone()).await?),
+        Some(addr) => {
+            // Read once: the page compares every request with it.
+            let token = match &cfg.daemon.status_token {
+                Some(source) => Some(
+                    source
+                        .resolve_within(STATUS_TOKEN_TIMEOUT)
+                        .await
+                        .map_err(|m| anyhow::anyhow!("daemon.status_token: {m}"))?,
+                ),
+                None => None,
+            };
+            let access = Access::for_listen(addr, token);
+            Some(daemon::serve(addr, health.clone(), access, stop_http.clone()).await?)
+        }
         None => None,
     };
     let mut scheduler = Scheduler::new(
@@ -80,19 +101,29 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     )
     .with_backoff(backoff);
     scheduler.apply(&cfg.accounts);
-    info!(accounts = cfg.accounts.len(), config = %path.display(), "popferry daemon started");
+    info!(accounts = cfg.accounts.len(), config = %cfg.source_path.display(), "popferry daemon started");
 
     let mut current = cfg;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping at the next safe point"); break; }
             _ = int.recv() => { info!("SIGINT: stopping at the next safe point"); break; }
+            _ = usr1.recv() => {
+                // Noted before the tasks wake: a pass that starts at once
+                // must count as the answer (it starts after the request).
+                health.check_requested();
+                let asked = scheduler.check_now();
+                info!(accounts = asked.len(), "SIGUSR1: every account is due now");
+            }
             _ = hup.recv() => {
-                match config::load_file(&path, true) {
+                match config::load(flag.as_deref(), true) {
                     Ok(new) => {
                         if new.ledger_path != current.ledger_path
+                            || new.ledger_url != current.ledger_url
+                            || new.lease_ttl != current.lease_ttl
                             || new.spool != current.spool
                             || new.daemon.listen != current.daemon.listen
+                            || new.daemon.status_token != current.daemon.status_token
                             || new.daemon.max_concurrent_accounts != current.daemon.max_concurrent_accounts
                         {
                             warn!("Changes to [ledger], [daemon] and [spool] take effect after a restart");

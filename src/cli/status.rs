@@ -2,14 +2,16 @@
 //! and needs no password.
 
 use popferry::config::Config;
-use popferry::ledger::{AccountStatus, Ledger};
+use popferry::ledger::AccountStatus;
 
-use super::{Outcome, when};
+use popferry::status;
+
+use super::Outcome;
 
 pub async fn execute(cfg: &Config, json: bool) -> Outcome {
     let names: Vec<String> = cfg.accounts.iter().map(|a| a.name.clone()).collect();
-    let statuses = if cfg.ledger_path.exists() {
-        let ledger = match Ledger::open(&cfg.ledger_path).await {
+    let statuses = if super::ledger_may_exist(cfg) {
+        let ledger = match super::open_ledger(cfg).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("popferry: {e:#}");
@@ -52,17 +54,13 @@ pub async fn execute(cfg: &Config, json: bool) -> Outcome {
     }
     for s in &statuses {
         println!("{}", s.account);
-        println!(
-            "  copied {}  deleted {}  skipped {}  rejected {}  pending {}  unresolved {}",
-            s.copied, s.deleted, s.skipped, s.rejected, s.pending, s.unresolved
-        );
-        println!("  last run      {}", when(s.last_run));
-        println!("  last success  {}", when(s.last_success));
-        if s.next_run.is_some() {
-            println!("  next run      {}", when(s.next_run));
-        }
-        if let Some(e) = &s.last_error {
-            println!("  last error    {e}");
+        let counts: Vec<String> = status::counts(s)
+            .iter()
+            .map(|(label, n)| format!("{label} {n}"))
+            .collect();
+        println!("  {}", counts.join("  "));
+        for (label, value) in status::times(s) {
+            println!("  {label:<13} {value}");
         }
     }
     Outcome::Ok

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use popferry::config::Config;
-use popferry::ledger::Ledger;
 use popferry::sync::{self, Options, Progress, Report};
 
 use super::{Outcome, select_accounts};
@@ -73,10 +72,10 @@ pub async fn execute(cfg: &Config, names: &[String], dry_run: bool) -> Outcome {
         }
     };
     // A dry run must not even create the ledger file.
-    let ledger = if dry_run && !cfg.ledger_path.exists() {
+    let ledger = if dry_run && !super::ledger_may_exist(cfg) {
         None
     } else {
-        match Ledger::open(&cfg.ledger_path).await {
+        match super::open_ledger(cfg).await {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("popferry: {e:#}");
@@ -86,6 +85,7 @@ pub async fn execute(cfg: &Config, names: &[String], dry_run: bool) -> Outcome {
     };
     let opts = Options {
         dry_run,
+        held_is_failure: true,
         ..Options::default()
     };
     let bar = Bar {

@@ -4,14 +4,26 @@
 //! `--log-level` say, so that no level shows a secret. The IMAP parser,
 //! imap-codec, never sees a command of ours, but warns about every response
 //! code without text (which Dovecot sends and which we accept): capped at
-//! error, so that a quiet run stays quiet.
+//! error, so that a quiet run stays quiet. The HTTP stack of the OAuth2
+//! token requests (reqwest, hyper, hyper-util) is capped at debug: their
+//! trace output is about connections, and reqwest's verbose connection
+//! log (off in our client, but one call away) would show request bodies,
+//! which hold the refresh token and the client secret.
 
 use tracing_subscriber::EnvFilter;
 
 use super::LogFormat;
 
 /// Directives appended last so they win over the user's.
-const CAPS: &[&str] = &["imap_codec=error", "sqlx=warn", "rustls=info"];
+const CAPS: &[&str] = &[
+    "imap_codec=error",
+    "sqlx=warn",
+    "rustls=info",
+    "reqwest=debug",
+    "reqwest::connect::verbose=off",
+    "hyper=debug",
+    "hyper_util=debug",
+];
 
 pub fn init(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     let base = match level {

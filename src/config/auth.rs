@@ -26,8 +26,17 @@ pub trait Mechanism: Copy + Eq + Default + fmt::Debug + Send + Sync + 'static {
 
     /// False for a mechanism that proves the password without sending it
     /// (APOP sends a digest), so that it may go over a connection without TLS.
+    /// An OAuth2 mechanism sends its bearer token, which is as good as a
+    /// password to whoever reads it: true, with the same TLS rules.
     fn sends_password(self) -> bool {
         true
+    }
+
+    /// True for a mechanism that presents an OAuth2 access token
+    /// ([`Credential::Bearer`](super::Credential::Bearer)) rather than a
+    /// password: XOAUTH2 and OAUTHBEARER.
+    fn needs_bearer(self) -> bool {
+        false
     }
 
     /// The mechanism named `name` (as written in the file), if this protocol
@@ -36,7 +45,8 @@ pub trait Mechanism: Copy + Eq + Default + fmt::Debug + Send + Sync + 'static {
         Self::ALL.iter().copied().find(|m| m.name() == name)
     }
 
-    /// The accepted values, for messages: "auto, user, apop or plain".
+    /// The accepted values, for messages: "auto, user, apop, plain, xoauth2
+    /// or oauthbearer".
     fn accepted() -> String {
         let names: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
         match names.split_last() {
@@ -59,6 +69,11 @@ pub enum Pop3Auth {
     Apop,
     /// AUTH PLAIN (RFC 5034).
     Plain,
+    /// AUTH XOAUTH2 (Google's and Microsoft's), in two steps: the command,
+    /// then the base64 response after the server's `+`.
+    XOAuth2,
+    /// AUTH OAUTHBEARER (RFC 7628), in two steps like XOAUTH2.
+    OAuthBearer,
 }
 
 impl Mechanism for Pop3Auth {
@@ -69,6 +84,8 @@ impl Mechanism for Pop3Auth {
         Pop3Auth::User,
         Pop3Auth::Apop,
         Pop3Auth::Plain,
+        Pop3Auth::XOAuth2,
+        Pop3Auth::OAuthBearer,
     ];
 
     fn name(self) -> &'static str {
@@ -77,11 +94,17 @@ impl Mechanism for Pop3Auth {
             Pop3Auth::User => "user",
             Pop3Auth::Apop => "apop",
             Pop3Auth::Plain => "plain",
+            Pop3Auth::XOAuth2 => "xoauth2",
+            Pop3Auth::OAuthBearer => "oauthbearer",
         }
     }
 
     fn sends_password(self) -> bool {
         self != Pop3Auth::Apop
+    }
+
+    fn needs_bearer(self) -> bool {
+        matches!(self, Pop3Auth::XOAuth2 | Pop3Auth::OAuthBearer)
     }
 }
 
@@ -95,19 +118,35 @@ pub enum ImapAuth {
     Login,
     /// AUTHENTICATE PLAIN (RFC 4616).
     Plain,
+    /// AUTHENTICATE XOAUTH2 (SASL-IR where offered).
+    XOAuth2,
+    /// AUTHENTICATE OAUTHBEARER (RFC 7628; SASL-IR where offered).
+    OAuthBearer,
 }
 
 impl Mechanism for ImapAuth {
     const PROTOCOL: &'static str = "IMAP";
     const SIDE: &'static str = "target";
-    const ALL: &'static [ImapAuth] = &[ImapAuth::Auto, ImapAuth::Login, ImapAuth::Plain];
+    const ALL: &'static [ImapAuth] = &[
+        ImapAuth::Auto,
+        ImapAuth::Login,
+        ImapAuth::Plain,
+        ImapAuth::XOAuth2,
+        ImapAuth::OAuthBearer,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             ImapAuth::Auto => "auto",
             ImapAuth::Login => "login",
             ImapAuth::Plain => "plain",
+            ImapAuth::XOAuth2 => "xoauth2",
+            ImapAuth::OAuthBearer => "oauthbearer",
         }
+    }
+
+    fn needs_bearer(self) -> bool {
+        matches!(self, ImapAuth::XOAuth2 | ImapAuth::OAuthBearer)
     }
 }
 
@@ -131,8 +170,14 @@ mod tests {
 
     #[test]
     fn accepted_values_read_as_a_list() {
-        assert_eq!(Pop3Auth::accepted(), "auto, user, apop or plain");
-        assert_eq!(ImapAuth::accepted(), "auto, login or plain");
+        assert_eq!(
+            Pop3Auth::accepted(),
+            "auto, user, apop, plain, xoauth2 or oauthbearer"
+        );
+        assert_eq!(
+            ImapAuth::accepted(),
+            "auto, login, plain, xoauth2 or oauthbearer"
+        );
     }
 
     #[test]
@@ -144,5 +189,23 @@ mod tests {
             .collect();
         assert_eq!(digest_only, ["apop"]);
         assert!(ImapAuth::ALL.iter().all(|m| m.sends_password()));
+    }
+
+    #[test]
+    fn only_the_oauth2_mechanisms_need_a_bearer_token() {
+        let bearer: Vec<&str> = Pop3Auth::ALL
+            .iter()
+            .filter(|m| m.needs_bearer())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(bearer, ["xoauth2", "oauthbearer"]);
+        let bearer: Vec<&str> = ImapAuth::ALL
+            .iter()
+            .filter(|m| m.needs_bearer())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(bearer, ["xoauth2", "oauthbearer"]);
+        // The token is a secret on the wire: TLS rules as for passwords.
+        assert!(Pop3Auth::XOAuth2.sends_password() && ImapAuth::OAuthBearer.sends_password());
     }
 }

@@ -21,12 +21,15 @@ use super::{
     Account, Config, Daemon, DeletePolicy, Endpoint, ImapAuth, InternalDate, Mechanism, Policy,
     Pop3Auth, SecretSource, ServerSettings, TargetSettings, TlsMode,
 };
+use super::{DEFAULT_TARGET_CONNECTIONS, MAX_TARGET_CONNECTIONS};
 
 const DEFAULT_POLL: Duration = Duration::from_secs(300);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_SIZE: u64 = 50 << 20;
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const DEFAULT_CONCURRENCY: usize = 4;
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// A configuration that cannot be used; nothing was contacted.
 #[derive(Debug, thiserror::Error)]
@@ -39,24 +42,37 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// The account from environment variables (`env.rs`) is wrong; the
+    /// message names the variable.
+    #[error("environment variables: {message}")]
+    Environment { message: String },
+    /// A configuration file and account variables at the same time.
+    #[error(
+        "both a configuration file ({path}) and environment variables ({vars}) configure popferry: use one of them (unset the POPFERRY_SOURCE_*/POPFERRY_TARGET_* variables, or remove the file)",
+        path = path.display()
+    )]
+    Conflict { path: PathBuf, vars: String },
 }
 
 /// Where the configuration is: the `-c` flag, then `$POPFERRY_CONFIG`, then
 /// `./popferry.toml`, then `/etc/popferry/popferry.toml`.
 pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    locate(flag).unwrap_or_else(|| PathBuf::from("popferry.toml"))
+}
+
+/// [`resolve_path`], or `None` when no file is named and neither default
+/// exists (then the environment may configure an account: `env.rs`).
+pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = flag {
-        return p.to_owned();
+        return Some(p.to_owned());
     }
     if let Some(p) = std::env::var_os("POPFERRY_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        return Some(PathBuf::from(p));
     }
-    let local = PathBuf::from("popferry.toml");
-    let system = PathBuf::from("/etc/popferry/popferry.toml");
-    if !local.exists() && system.exists() {
-        system
-    } else {
-        local
-    }
+    ["popferry.toml", "/etc/popferry/popferry.toml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// Reads and validates a configuration file. With `resolve_secrets` false
@@ -98,6 +114,13 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
             "daemon.max_concurrent_accounts must be at least 1".into(),
         ));
     }
+    let status_token = raw.daemon.status_token.as_ref().map(secret_source);
+    if let Some(t) = &status_token
+        && resolve_secrets
+    {
+        t.resolve_blocking()
+            .map_err(|m| invalid(format!("daemon.status_token: {m}")))?;
+    }
     if raw.accounts.is_empty() {
         return Err(invalid(
             "no [[accounts]] defined: add at least one (see config/popferry.example.toml)".into(),
@@ -125,12 +148,24 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
         accounts.push(account);
     }
 
+    let (ledger_path, ledger_url) = ledger_location(&raw.ledger, base, resolve_secrets)
+        .map_err(|m| invalid(format!("[ledger] {m}")))?;
+    let lease_ttl = raw.ledger.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+    if lease_ttl < MIN_LEASE_TTL {
+        return Err(invalid(format!(
+            "[ledger] lease_ttl must be at least {} (it is renewed every quarter of it)",
+            humantime::format_duration(MIN_LEASE_TTL)
+        )));
+    }
     Ok(Config {
-        ledger_path: absolutize(base, &raw.ledger.path),
+        ledger_path,
+        ledger_url,
+        lease_ttl,
         daemon: Daemon {
             poll_interval: daemon_poll,
             max_concurrent_accounts,
             listen,
+            status_token,
         },
         spool: super::Spool {
             path: raw.spool.path.as_deref().map(|p| absolutize(base, p)),
@@ -203,11 +238,22 @@ fn account(
     resolve_secrets: bool,
 ) -> Result<Account, String> {
     let ctx = |side: &str, m: String| format!("{name:?}: {side}.{m}");
-    let source = server::<Pop3Auth>(acc.source.connection(), (995, 110), base, resolve_secrets)
-        .map_err(|m| ctx("source", m))?;
-    let target_server =
-        server::<ImapAuth>(acc.target.connection(), (993, 143), base, resolve_secrets)
-            .map_err(|m| ctx("target", m))?;
+    let source = server::<Pop3Auth>(
+        acc.source.connection(),
+        (995, 110),
+        base,
+        &name,
+        resolve_secrets,
+    )
+    .map_err(|m| ctx("source", m))?;
+    let target_server = server::<ImapAuth>(
+        acc.target.connection(),
+        (993, 143),
+        base,
+        &name,
+        resolve_secrets,
+    )
+    .map_err(|m| ctx("target", m))?;
     let flags = acc.target.flags.clone().unwrap_or_default();
     for f in &flags {
         validate_flag(f).map_err(|m| ctx("target", format!("flags: {m}")))?;
@@ -227,6 +273,18 @@ fn account(
         RawInternalDate::Received => InternalDate::Received,
         RawInternalDate::Date => InternalDate::Date,
         RawInternalDate::Now => InternalDate::Now,
+    };
+    let connections = match acc.target.connections {
+        None => DEFAULT_TARGET_CONNECTIONS,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_TARGET_CONNECTIONS).contains(n))
+            .ok_or_else(|| {
+                ctx(
+                    "target",
+                    format!("connections: {n} is not between 1 and {MAX_TARGET_CONNECTIONS}"),
+                )
+            })?,
     };
     let delete = match acc.policy.delete.as_deref().map(str::trim) {
         None | Some("never") => DeletePolicy::Never,
@@ -255,6 +313,7 @@ fn account(
             mailbox,
             flags,
             internal_date,
+            connections,
         },
         policy: Policy {
             delete,
@@ -268,11 +327,13 @@ fn account(
 }
 
 /// Validates one side's connection keys. `ports` are the protocol's default
-/// ports with implicit TLS and without.
-fn server<A: Mechanism>(
+/// ports with implicit TLS and without; `account` names the account (for
+/// the OAuth2 token source's messages).
+pub(super) fn server<A: Mechanism>(
     raw: RawConnection<'_>,
     ports: (u16, u16),
     base: &Path,
+    account: &str,
     resolve_secrets: bool,
 ) -> Result<ServerSettings<A>, String> {
     let tls = raw.tls.unwrap_or(TlsMode::Implicit);
@@ -327,12 +388,40 @@ fn server<A: Mechanism>(
                 .map_err(|e| format!("tls_fingerprint: {e}"))?,
         ),
     };
-    let password = secret_source(raw.password);
-    if resolve_secrets {
+    // With an oauth2 table the login presents a token: a password is not
+    // needed (one given anyway is not used). The placeholder is never
+    // resolved: `credential()` asks the table first.
+    let password = match (raw.password, raw.oauth2.is_some()) {
+        (Some(p), _) => secret_source(p),
+        (None, true) => SecretSource::Literal(SecretString::from("")),
+        (None, false) => {
+            return Err(
+                "password: missing (a string, { env = \"…\" }, { file = \"…\" } or { command = \"…\" }; with auth = \"xoauth2\" or \"oauthbearer\", an oauth2 table instead)"
+                    .into(),
+            );
+        }
+    };
+    if resolve_secrets && raw.oauth2.is_none() {
         password
             .resolve_blocking()
             .map_err(|m| format!("password: {m}"))?;
     }
+    let oauth2 = match raw.oauth2 {
+        None => None,
+        Some(_) if !auth.needs_bearer() => {
+            return Err(format!(
+                "oauth2: an oauth2 table is set, but auth = {:?} does not log in with a token; set auth = \"xoauth2\" or \"oauthbearer\" on this side, or remove the table",
+                auth.name()
+            ));
+        }
+        Some(t) => Some(super::oauth2::validate(
+            t,
+            account,
+            A::SIDE,
+            timeout,
+            resolve_secrets,
+        )?),
+    };
     Ok(ServerSettings {
         endpoint: Endpoint {
             host,
@@ -346,10 +435,49 @@ fn server<A: Mechanism>(
         password,
         auth,
         allow_plaintext_password: raw.allow_plaintext_password || loopback,
+        oauth2,
     })
 }
 
-fn secret_source(raw: &RawSecret) -> SecretSource {
+/// `[ledger]`: the SQLite path (absolute), or the PostgreSQL URL's source.
+/// A URL read now (with `resolve_secrets`) must be a `postgres://` one;
+/// no message quotes it (it may hold a password).
+fn ledger_location(
+    raw: &super::raw::RawLedger,
+    base: &Path,
+    resolve_secrets: bool,
+) -> Result<(PathBuf, Option<SecretSource>), String> {
+    match (&raw.path, &raw.url) {
+        (Some(_), Some(_)) => Err(
+            "has both path (a SQLite file) and url (a PostgreSQL database): keep one of them"
+                .into(),
+        ),
+        (None, None) => Err(
+            "needs path (a SQLite file, e.g. \"/var/lib/popferry/ledger.db\") or url (a PostgreSQL database)"
+                .into(),
+        ),
+        (Some(path), None) => Ok((absolutize(base, path), None)),
+        (None, Some(url)) => {
+            let source = secret_source(url);
+            if resolve_secrets {
+                use secrecy::ExposeSecret as _;
+                let value = source.resolve_blocking().map_err(|m| {
+                    format!("url ({}): {}", source.origin(), m.replace("password ", ""))
+                })?;
+                let v = value.expose_secret();
+                if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                    return Err(format!(
+                        "url ({}) must be a PostgreSQL URL such as postgres://popferry@db/popferry",
+                        source.origin()
+                    ));
+                }
+            }
+            Ok((PathBuf::new(), Some(source)))
+        }
+    }
+}
+
+pub(super) fn secret_source(raw: &RawSecret) -> SecretSource {
     match raw {
         RawSecret::Plain(s) => SecretSource::Literal(SecretString::from(s.as_str())),
         RawSecret::Source(RawSecretSource::Env(var)) => SecretSource::Env(var.clone()),

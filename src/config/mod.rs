@@ -9,7 +9,9 @@
 //! at each login through [`ServerSettings::credential`] (see `secret.rs`).
 
 mod auth;
+pub mod env;
 mod load;
+mod oauth2;
 pub mod raw;
 mod secret;
 #[cfg(test)]
@@ -20,7 +22,9 @@ use std::time::Duration;
 
 pub use crate::net::{Endpoint, TlsMode};
 pub use auth::{ImapAuth, Mechanism, Pop3Auth};
-pub use load::{ConfigError, load_file, load_str, resolve_path};
+pub use env::load;
+pub use load::{ConfigError, load_file, load_str, locate, resolve_path};
+pub use oauth2::{LoginFlow, OAuth2Config, OAuth2Settings, Provider, TokenGrant};
 pub use secret::{Credential, CredentialError, SecretSource};
 
 /// One server and how to log in to it; `A` is the protocol's
@@ -36,6 +40,9 @@ pub struct ServerSettings<A> {
     /// Set when a password may cross a connection without TLS (always true
     /// for loopback hosts).
     pub allow_plaintext_password: bool,
+    /// The `oauth2` table, for a mechanism that logs in with a bearer token;
+    /// [`ServerSettings::credential`] then returns a token from its source.
+    pub oauth2: Option<OAuth2Settings>,
 }
 
 /// The same when the configuration says the same (see [`Account`]'s
@@ -58,6 +65,7 @@ impl<A: PartialEq> PartialEq for ServerSettings<A> {
             password,
             auth,
             allow_plaintext_password,
+            oauth2,
         } = self;
         let o = &other.endpoint;
         *host == o.host
@@ -70,6 +78,7 @@ impl<A: PartialEq> PartialEq for ServerSettings<A> {
             && *password == other.password
             && *auth == other.auth
             && *allow_plaintext_password == other.allow_plaintext_password
+            && *oauth2 == other.oauth2
     }
 }
 
@@ -101,7 +110,15 @@ pub struct TargetSettings {
     pub mailbox: String,
     pub flags: Vec<String>,
     pub internal_date: InternalDate,
+    /// Sessions to append over where the server lacks LITERAL+
+    /// (`1..=`[`MAX_TARGET_CONNECTIONS`]); one session with LITERAL+.
+    pub connections: usize,
 }
+
+/// `[accounts.target] connections` by default.
+pub const DEFAULT_TARGET_CONNECTIONS: usize = 4;
+/// Most sessions to the target of one account (Gmail allows 15 in all).
+pub const MAX_TARGET_CONNECTIONS: usize = 15;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -130,6 +147,9 @@ pub struct Daemon {
     pub poll_interval: Duration,
     pub max_concurrent_accounts: usize,
     pub listen: Option<std::net::SocketAddr>,
+    /// `[daemon] status_token`: what the status page asks for when
+    /// `listen` is not a loopback address (see `daemon/access.rs`).
+    pub status_token: Option<SecretSource>,
 }
 
 /// `[spool]`: the folder for temporary files (`None`: the system's temp
@@ -142,7 +162,15 @@ pub struct Spool {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The SQLite ledger's file (`[ledger] path`); empty with `url`.
     pub ledger_path: PathBuf,
+    /// `[ledger] url`: a PostgreSQL ledger shared by replicas, where its
+    /// URL comes from (it may hold a password: shown only through
+    /// [`crate::ledger::redact_url`]).
+    pub ledger_url: Option<SecretSource>,
+    /// `[ledger] lease_ttl`: how long an account's lease lasts unless
+    /// renewed (guarantee 9).
+    pub lease_ttl: Duration,
     pub daemon: Daemon,
     pub spool: Spool,
     pub accounts: Vec<Account>,

@@ -25,10 +25,15 @@ pub struct RawConfig {
     pub accounts: Vec<toml::Spanned<RawAccount>>,
 }
 
+/// `[ledger]`: a SQLite file (`path`) or a PostgreSQL database (`url`, a
+/// secret form, as it may hold a password); exactly one of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLedger {
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    pub url: Option<RawSecret>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub lease_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +43,8 @@ pub struct RawDaemon {
     pub poll_interval: Option<Duration>,
     pub max_concurrent_accounts: Option<usize>,
     pub listen: Option<String>,
+    /// Needed to read the status page when `listen` is not loopback.
+    pub status_token: Option<RawSecret>,
 }
 
 /// `[spool]`: where large messages wait in temporary files, and how many
@@ -70,7 +77,8 @@ pub struct RawSource {
     pub port: Option<u16>,
     pub tls: Option<crate::net::TlsMode>,
     pub username: String,
-    pub password: RawSecret,
+    /// Not needed with an `oauth2` table (checked by the loader).
+    pub password: Option<RawSecret>,
     /// Checked against the POP3 mechanisms by the loader, which names the
     /// account in its message.
     pub auth: Option<String>,
@@ -81,6 +89,8 @@ pub struct RawSource {
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub allow_plaintext_password: bool,
+    /// `[accounts.source.oauth2]`, checked by the loader against `auth`.
+    pub oauth2: Option<RawOAuth2>,
 }
 
 /// `[accounts.target]`, the IMAP side: the same connection keys as
@@ -92,7 +102,8 @@ pub struct RawTarget {
     pub port: Option<u16>,
     pub tls: Option<crate::net::TlsMode>,
     pub username: String,
-    pub password: RawSecret,
+    /// Not needed with an `oauth2` table (checked by the loader).
+    pub password: Option<RawSecret>,
     /// Checked against the IMAP mechanisms by the loader.
     pub auth: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -102,9 +113,13 @@ pub struct RawTarget {
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub allow_plaintext_password: bool,
+    /// `[accounts.target.oauth2]`, checked by the loader against `auth`.
+    pub oauth2: Option<RawOAuth2>,
     pub mailbox: Option<String>,
     pub flags: Option<Vec<String>>,
     pub internal_date: Option<RawInternalDate>,
+    /// Sessions to append over without LITERAL+; checked by the loader.
+    pub connections: Option<u64>,
 }
 
 /// The connection keys of either side, borrowed, so that one function
@@ -114,12 +129,13 @@ pub struct RawConnection<'a> {
     pub port: Option<u16>,
     pub tls: Option<crate::net::TlsMode>,
     pub username: &'a str,
-    pub password: &'a RawSecret,
+    pub password: Option<&'a RawSecret>,
     pub auth: Option<&'a str>,
     pub ca_file: Option<&'a PathBuf>,
     pub tls_fingerprint: Option<&'a str>,
     pub timeout: Option<Duration>,
     pub allow_plaintext_password: bool,
+    pub oauth2: Option<&'a RawOAuth2>,
 }
 
 impl RawSource {
@@ -129,12 +145,13 @@ impl RawSource {
             port: self.port,
             tls: self.tls,
             username: &self.username,
-            password: &self.password,
+            password: self.password.as_ref(),
             auth: self.auth.as_deref(),
             ca_file: self.ca_file.as_ref(),
             tls_fingerprint: self.tls_fingerprint.as_deref(),
             timeout: self.timeout,
             allow_plaintext_password: self.allow_plaintext_password,
+            oauth2: self.oauth2.as_ref(),
         }
     }
 }
@@ -146,14 +163,32 @@ impl RawTarget {
             port: self.port,
             tls: self.tls,
             username: &self.username,
-            password: &self.password,
+            password: self.password.as_ref(),
             auth: self.auth.as_deref(),
             ca_file: self.ca_file.as_ref(),
             tls_fingerprint: self.tls_fingerprint.as_deref(),
             timeout: self.timeout,
             allow_plaintext_password: self.allow_plaintext_password,
+            oauth2: self.oauth2.as_ref(),
         }
     }
+}
+
+/// `[accounts.<side>.oauth2]`: the same keys on both sides. `provider`
+/// stays a string so that the loader's message lists the presets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub provider: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub auth_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<RawSecret>,
+    pub refresh_token: Option<RawSecret>,
+    pub scope: Option<String>,
+    /// Only `{ command = "…" }` is accepted (checked by the loader).
+    pub access_token: Option<RawSecret>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -37,24 +37,88 @@ pub enum SecretSource {
 pub enum Credential {
     /// A password (USER/PASS, APOP, SASL PLAIN, IMAP LOGIN).
     Password(SecretString),
+    /// An OAuth2 access token (SASL XOAUTH2, OAUTHBEARER).
+    Bearer(SecretString),
 }
 
-/// A secret that could be read when the configuration was loaded cannot be
-/// read at login (a file rotated away, a command failing now).
+impl Credential {
+    /// What kind of secret this is, for messages: "a password" or "an
+    /// OAuth2 access token" (never the secret).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::Password(_) => "a password",
+            Credential::Bearer(_) => "an OAuth2 access token",
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Password(_) => f.write_str("Password([REDACTED])"),
+            Credential::Bearer(_) => f.write_str("Bearer([REDACTED])"),
+        }
+    }
+}
+
+/// No credential for a login.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot get the [accounts.{side}] password at login ({origin}): {reason}")]
-pub struct CredentialError {
-    side: &'static str,
-    origin: String,
-    reason: String,
+pub enum CredentialError {
+    /// A secret that could be read when the configuration was loaded cannot
+    /// be read at login (a file rotated away, a command failing now).
+    #[error("cannot get the [accounts.{side}] password at login ({origin}): {reason}")]
+    Password {
+        side: &'static str,
+        origin: String,
+        reason: String,
+    },
+    /// No OAuth2 access token (the error names the account and side).
+    #[error(transparent)]
+    Token(#[from] crate::oauth::OAuthError),
+}
+
+impl CredentialError {
+    /// True when trying again later may help: a password source failing
+    /// now, a token endpoint unreachable or busy; not a refresh token the
+    /// provider refused.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CredentialError::Password { .. } => true,
+            CredentialError::Token(e) => e.is_transient(),
+        }
+    }
+
+    /// How long the token endpoint asked to wait (clamped), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CredentialError::Password { .. } => None,
+            CredentialError::Token(e) => e.retry_after(),
+        }
+    }
 }
 
 impl<A: Mechanism> ServerSettings<A> {
     /// The credential for one login, resolved now from its source: a file
-    /// is read again, a command run again. It takes at most the server's
-    /// `timeout` (a command still running then is killed). Call it once per
-    /// login, as late as possible.
+    /// is read again, a command run again; with an `oauth2` table, an
+    /// access token (the cached one while it has more than a minute left).
+    /// It takes at most the server's `timeout` (a command still running
+    /// then is killed). Call it once per login, as late as possible.
     pub async fn credential(&self) -> Result<Credential, CredentialError> {
+        self.credential_with(false).await
+    }
+
+    /// The credential for a second try after the server refused the first:
+    /// with an `oauth2` table, a new access token even if the cached one
+    /// has time left; otherwise the same as [`Self::credential`].
+    pub async fn fresh_credential(&self) -> Result<Credential, CredentialError> {
+        self.credential_with(true).await
+    }
+
+    async fn credential_with(&self, force: bool) -> Result<Credential, CredentialError> {
+        if let Some(o) = &self.oauth2 {
+            let token = o.tokens.access_token(force).await?;
+            return Ok(Credential::Bearer(token.into_secret()));
+        }
         let limit = self.endpoint.timeout;
         let reason = match tokio::time::timeout(limit, self.password.resolve()).await {
             Ok(Ok(secret)) => return Ok(Credential::Password(secret)),
@@ -64,7 +128,7 @@ impl<A: Mechanism> ServerSettings<A> {
                 humantime::format_duration(limit)
             ),
         };
-        Err(CredentialError {
+        Err(CredentialError::Password {
             side: A::SIDE,
             origin: self.password.origin(),
             reason,
@@ -103,9 +167,24 @@ impl SecretSource {
         non_empty(value)
     }
 
+    /// Resolves a secret that is no login's (the status page's token, read
+    /// once when the daemon starts), within `limit`. The error names the
+    /// source, never the secret.
+    pub async fn resolve_within(&self, limit: std::time::Duration) -> Result<SecretString, String> {
+        match tokio::time::timeout(limit, self.resolve()).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(reason)) => Err(format!("{} ({})", reason, self.origin())),
+            Err(_) => Err(format!(
+                "no value within {} ({})",
+                humantime::format_duration(limit),
+                self.origin()
+            )),
+        }
+    }
+
     /// Resolves the secret without blocking the runtime. Dropping the
     /// future kills a command still running.
-    async fn resolve(&self) -> Result<SecretString, String> {
+    pub async fn resolve(&self) -> Result<SecretString, String> {
         let value = match self {
             SecretSource::Literal(s) => return non_empty(s.expose_secret().to_owned()),
             SecretSource::Env(var) => env(var)?,
@@ -222,12 +301,15 @@ mod tests {
             password,
             auth,
             allow_plaintext_password: true,
+            oauth2: None,
         }
     }
 
     fn password(c: Credential) -> String {
-        let Credential::Password(p) = c;
-        p.expose_secret().to_owned()
+        match c {
+            Credential::Password(p) => p.expose_secret().to_owned(),
+            Credential::Bearer(_) => panic!("a password source yields a password"),
+        }
     }
 
     #[tokio::test]
@@ -295,6 +377,12 @@ mod tests {
         );
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("POP_PW"), "{shown}");
+        let shown = format!(
+            "{:?} {:?}",
+            Credential::Bearer(SecretString::from("eyJtoken")),
+            Credential::Password(SecretString::from("hunter2"))
+        );
+        assert_eq!(shown, "Bearer([REDACTED]) Password([REDACTED])");
     }
 
     #[test]

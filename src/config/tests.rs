@@ -166,7 +166,7 @@ fn each_side_takes_only_its_own_protocols_mechanisms() {
         "target.auth",
         "\"apop\"",
         "IMAP",
-        "auto, login or plain",
+        "auto, login, plain, xoauth2 or oauthbearer",
     ] {
         assert!(e.contains(part), "{part} missing from: {e}");
     }
@@ -178,7 +178,7 @@ fn each_side_takes_only_its_own_protocols_mechanisms() {
         "source.auth",
         "\"login\"",
         "POP3",
-        "auto, user, apop or plain",
+        "auto, user, apop, plain, xoauth2 or oauthbearer",
     ] {
         assert!(e.contains(part), "{part} missing from: {e}");
     }
@@ -224,8 +224,9 @@ fn an_unknown_key_lists_the_keys_of_its_own_side() {
         "tls_fingerprint",
         "timeout",
         "allow_plaintext_password",
+        "oauth2",
     ];
-    let target_only = ["mailbox", "flags", "internal_date"];
+    let target_only = ["mailbox", "flags", "internal_date", "connections"];
 
     let e = error(&GOOD.replace(
         "username = \"me\"\npassword = \"pw\"",
@@ -403,4 +404,159 @@ fn a_tls_fingerprint_pins_its_side_and_is_part_of_the_settings() {
         e.contains("source.tls_fingerprint: not a SHA-256 fingerprint"),
         "{e}"
     );
+}
+
+/// `[daemon] status_token` is a secret form: kept as its source, checked
+/// when loaded, and never quoted in an error.
+#[test]
+fn the_status_token_is_a_secret_form() {
+    let with = |token: &str| {
+        GOOD.replace(
+            "[[accounts]]",
+            &format!("[daemon]\nstatus_token = {token}\n\n[[accounts]]"),
+        )
+    };
+    let c = load(&with("\"t0ken-hunter2\"")).expect("a literal token");
+    assert_eq!(
+        c.daemon.status_token,
+        Some(SecretSource::from("t0ken-hunter2"))
+    );
+    assert!(load(GOOD).expect("valid").daemon.status_token.is_none());
+    let e = load(&with("{ env = \"POPFERRY_TEST_NO_SUCH_TOKEN\" }"))
+        .expect_err("unset variable")
+        .to_string();
+    assert!(
+        e.contains("daemon.status_token") && e.contains("POPFERRY_TEST_NO_SUCH_TOKEN"),
+        "{e}"
+    );
+    let e = load(&with("\"\"")).expect_err("empty").to_string();
+    assert!(e.contains("daemon.status_token: is empty"), "{e}");
+    let e = load(&with("{ file = \"/nonexistent/token\", env = \"X\" }"))
+        .expect_err("two sources")
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+/// `[accounts.source.oauth2]` with a key misspelt on a line holding a
+/// secret: the key and its line are named, the line is not quoted.
+#[test]
+fn an_unknown_oauth2_key_is_named_with_its_line_and_not_quoted() {
+    let text = GOOD.replace(
+        "password = \"pw\"\n",
+        "password = \"pw\"\n\n[accounts.source.oauth2]\nprovider = \"microsoft\"\nclient_id = \"app\"\nrefresh_tokn = \"rt-SECRET-VALUE\"\n",
+    );
+    let e = load(&text).expect_err("typo").to_string();
+    assert!(e.contains("refresh_tokn"), "{e}");
+    assert!(e.contains("line 16"), "{e}");
+    assert!(!e.contains("rt-SECRET-VALUE"), "{e}");
+}
+
+/// The table belongs to a mechanism that logs in with a token; with any
+/// other the error names the account and the side.
+#[test]
+fn an_oauth2_table_needs_a_bearer_mechanism() {
+    let text = format!(
+        "{}\n[accounts.target.oauth2]\nprovider = \"google\"\nclient_id = \"app\"\nrefresh_token = \"rt-SECRET-VALUE\"\n",
+        GOOD.replace(
+            "password = \"pw2\"\n",
+            "password = \"pw2\"\nauth = \"plain\"\n"
+        )
+    );
+    let e = load(&text)
+        .expect_err("plain with a token table")
+        .to_string();
+    assert!(
+        e.contains("\"legacy\": target.oauth2:") && e.contains("xoauth2"),
+        "{e}"
+    );
+    assert!(!e.contains("rt-SECRET-VALUE"), "{e}");
+}
+
+/// `[ledger] url`: a PostgreSQL ledger instead of the file; in a secret
+/// form too; never with `path`, never printed with its password.
+#[test]
+fn a_postgres_ledger_url_instead_of_a_path() {
+    let with = |ledger: &str| GOOD.replace("path = \"ledger.db\"", ledger);
+    let c = load(&with("url = \"postgres://pf:pw@db/popferry\"")).expect("url");
+    assert!(c.ledger_url.is_some());
+    assert_eq!(c.lease_ttl, Duration::from_secs(60), "the default");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("url");
+    std::fs::write(&file, "postgres://pf:hunter2@db/p\n").expect("write");
+    let c = load(&with(&format!(
+        "url = {{ file = {:?} }}\nlease_ttl = \"90s\"",
+        file.display().to_string()
+    )))
+    .expect("file url");
+    assert_eq!(c.lease_ttl, Duration::from_secs(90));
+    assert_eq!(c.ledger_url, Some(SecretSource::File(file.clone())));
+    std::fs::write(&file, "mysql://pf:hunter2@db/p\n").expect("write");
+    let bad = error(&with(&format!(
+        "url = {{ file = {:?} }}",
+        file.display().to_string()
+    )));
+    assert!(bad.contains(&file.display().to_string()), "{bad}");
+    assert!(!bad.contains("hunter2"), "{bad}");
+
+    let both = error(&with(
+        "path = \"l.db\"\nurl = \"postgres://pf:hunter2@db/p\"",
+    ));
+    assert!(both.contains("path") && both.contains("url"), "{both}");
+    assert!(!both.contains("hunter2"), "{both}");
+    let neither = error(&with(""));
+    assert!(
+        neither.contains("path") && neither.contains("url"),
+        "{neither}"
+    );
+    let not_pg = error(&with("url = \"mysql://pf:hunter2@db/p\""));
+    assert!(not_pg.contains("PostgreSQL"), "{not_pg}");
+    assert!(!not_pg.contains("hunter2"), "{not_pg}");
+    let missing = error(&with("url = { env = \"POPFERRY_TEST_LEDGER_URL_UNSET\" }"));
+    assert!(
+        missing.contains("POPFERRY_TEST_LEDGER_URL_UNSET"),
+        "{missing}"
+    );
+    let short = error(&with("url = \"postgres://db/p\"\nlease_ttl = \"1s\""));
+    assert!(short.contains("lease_ttl"), "{short}");
+}
+
+#[test]
+fn target_connections_default_to_four_and_are_bounded() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.accounts[0].target.connections, 4);
+    for (n, ok) in [(1, true), (15, true), (0, false), (16, false)] {
+        let text = GOOD.replace(
+            "flags = [\"\\\\Seen\"]",
+            &format!("flags = [\"\\\\Seen\"]\nconnections = {n}"),
+        );
+        match load(&text) {
+            Ok(c) if ok => assert_eq!(c.accounts[0].target.connections, n),
+            Ok(_) => panic!("connections = {n} accepted"),
+            Err(e) if !ok => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("legacy") && e.contains("target.connections") && e.contains("15"),
+                    "{e}"
+                );
+            }
+            Err(e) => panic!("connections = {n}: {e}"),
+        }
+    }
+}
+
+/// Without an oauth2 table a side needs its password; with one it does
+/// not (the token is the credential).
+#[test]
+fn a_password_is_needed_unless_an_oauth2_table_replaces_it() {
+    let e = error(&GOOD.replace("password = \"pw2\"\n", ""));
+    assert!(
+        e.contains("\"legacy\"") && e.contains("target.password: missing"),
+        "{e}"
+    );
+    let text = format!(
+        "{}\n[accounts.source.oauth2]\ntoken_url = \"http://127.0.0.1:9/token\"\nclient_id = \"app\"\naccess_token = {{ command = \"echo t\" }}\n",
+        GOOD.replace("password = \"pw\"\n", "auth = \"xoauth2\"\n")
+    );
+    let c = load(&text).expect("no password with an oauth2 table");
+    assert!(c.accounts[0].source.oauth2.is_some());
 }

@@ -90,6 +90,16 @@ impl Capabilities {
         self.has(&format!("AUTH={mech}"))
     }
 
+    /// RFC 7889: the largest message the server takes (`APPENDLIMIT=n`);
+    /// `None` when it announces none, or only per-mailbox limits (a bare
+    /// `APPENDLIMIT`).
+    pub fn append_limit(&self) -> Option<u64> {
+        self.names
+            .iter()
+            .filter_map(|n| n.strip_prefix("APPENDLIMIT="))
+            .find_map(|v| v.parse().ok())
+    }
+
     /// Whether a literal of `len` bytes may be sent without waiting for the
     /// server's "+" (LITERAL+, or LITERAL- for at most 4096 bytes).
     pub fn non_sync_literal(&self, len: u64) -> bool {
@@ -109,6 +119,21 @@ mod tests {
         assert!(c.literal_plus() && c.uidplus() && c.binary() && c.auth("PLAIN"));
         assert!(!c.literal_minus() && !c.login_disabled());
         assert!(c.non_sync_literal(10_000_000));
+    }
+
+    #[test]
+    fn append_limit_is_read_when_it_has_a_value() {
+        let c = Capabilities::from_names(["IMAP4rev1", "appendlimit=35651584"]);
+        assert_eq!(c.append_limit(), Some(35_651_584));
+        assert_eq!(
+            Capabilities::from_names(["APPENDLIMIT"]).append_limit(),
+            None
+        );
+        assert_eq!(
+            Capabilities::from_names(["APPENDLIMIT=x"]).append_limit(),
+            None
+        );
+        assert_eq!(Capabilities::default().append_limit(), None);
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub(crate) type OnData<'f> = &'f mut (dyn FnMut(Untagged) + Send);
 /// For commands whose untagged data does not matter.
 pub(crate) fn ignore(_: Untagged) {}
 
+/// Where the completions of earlier pipelined commands go while a command
+/// behind them waits for its "+": false when the tag is not one in flight.
+pub(crate) type OnOther<'f> = &'f mut (dyn FnMut(String, Done) -> bool + Send);
+
+/// For a command that is alone on the connection.
+fn no_others(_: String, _: Done) -> bool {
+    false
+}
+
 /// What the greeting said (a BYE greeting is an error).
 pub(crate) struct Greeted {
     pub preauth: bool,
@@ -338,7 +347,10 @@ impl<S: ImapIo> Conn<S> {
         let tag = self.begin(budget)?;
         let mut flow = Flow::new(&tag);
         let segments = command::encode(&tag, parts, &self.caps);
-        if let Some(done) = self.send(&mut flow, what, segments, &mut *on_data).await? {
+        let sent = self
+            .send(&mut flow, what, segments, &mut *on_data, &mut no_others)
+            .await?;
+        if let Some(done) = sent {
             // Refused before a literal: the command is over and the
             // connection is in step.
             self.end();
@@ -373,6 +385,7 @@ impl<S: ImapIo> Conn<S> {
         what: &'static str,
         segments: Vec<Segment<'_>>,
         on_data: OnData<'_>,
+        on_other: OnOther<'_>,
     ) -> Result<Option<Done>, ImapError> {
         let mut out: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(CHUNK));
         for segment in segments {
@@ -390,8 +403,16 @@ impl<S: ImapIo> Conn<S> {
                     out.clear();
                     flow.expect_continue();
                     while flow.waits_for_continue() {
-                        if let Step::Done(done) = self.next_step(flow, what, &mut *on_data).await? {
-                            return Ok(Some(done));
+                        match self.next_step(flow, what, &mut *on_data).await? {
+                            Step::Done(done) => return Ok(Some(done)),
+                            Step::Other(tag, done) => {
+                                if !on_other(tag, done) {
+                                    return Err(self.protocol(format!(
+                                        "completion of a command we did not send while {what}"
+                                    )));
+                                }
+                            }
+                            Step::Proceed(_) | Step::Data(_) | Step::Bye(_) => {}
                         }
                     }
                 }
@@ -464,18 +485,24 @@ impl<S: ImapIo> Conn<S> {
     }
 
     /// Writes one pipelined command made of `parts` under `tag` while
-    /// other commands may be in flight. With a synchronizing literal the
-    /// caller must have no command in flight; `Some` is then a refusal
-    /// before the literal.
+    /// other commands may be in flight. At a synchronizing literal it waits
+    /// for the "+"; the completions of earlier commands that arrive
+    /// meanwhile go to `on_other`, and `Some` is this command's refusal
+    /// before its literal.
     pub(crate) async fn pipe_write(
         &mut self,
         tag: &str,
         what: &'static str,
         parts: Vec<Part<'_>>,
+        on_other: OnOther<'_>,
     ) -> Result<Option<Done>, ImapError> {
-        let mut flow = Flow::new(tag);
+        // Replies are read here too (while waiting for "+"): a fresh budget
+        // per command, as `pipe_next_done` has.
+        self.remaining = COMMAND_BUDGET;
+        let mut flow = Flow::behind_others(tag);
         let segments = command::encode(tag, parts, &self.caps);
-        self.send(&mut flow, what, segments, &mut ignore).await
+        self.send(&mut flow, what, segments, &mut ignore, on_other)
+            .await
     }
 
     /// Reads replies until the next tagged completion (whichever tag);

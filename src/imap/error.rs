@@ -54,6 +54,23 @@ pub enum ImapErrorKind {
     /// use). Permanent: fix the configuration.
     Auth { text: String },
 
+    /// The server refused an OAuth2 access token (XOAUTH2, OAUTHBEARER):
+    /// a fresh token may do (the caller refreshes once and tries again).
+    /// `detail` is what the server's error challenge said (status, scope),
+    /// bounded.
+    TokenRefused {
+        mechanism: &'static str,
+        text: String,
+        detail: Option<String>,
+    },
+
+    /// The credential is of the wrong kind for the mechanism (a password
+    /// for `auth = "xoauth2"`, a token for `auth = "plain"`).
+    WrongCredential {
+        auth: &'static str,
+        got: &'static str,
+    },
+
     /// A tagged NO. `code` is the bracketed response code, upper-cased
     /// (TRYCREATE, OVERQUOTA, LIMIT, TOOBIG, NONEXISTENT, ...).
     No { code: Option<String>, text: String },
@@ -118,6 +135,32 @@ impl std::fmt::Display for ImapError {
             ImapErrorKind::Auth { text } => write!(
                 f,
                 "IMAP server {server} refused the login: {text} (check the username, password and `auth` setting)"
+            ),
+            ImapErrorKind::TokenRefused {
+                mechanism,
+                text,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "IMAP server {server} refused the OAuth2 access token (AUTHENTICATE {mechanism}): {text}"
+                )?;
+                if let Some(detail) = detail {
+                    write!(f, " ({detail})")?;
+                }
+                write!(
+                    f,
+                    "; check the username, that the token is for this mailbox and its scope allows IMAP"
+                )
+            }
+            ImapErrorKind::WrongCredential { auth, got } => write!(
+                f,
+                "IMAP server {server}: auth = \"{auth}\" cannot log in with {got}; {}",
+                if *got == "a password" {
+                    "it needs an OAuth2 access token ([accounts.target.oauth2])"
+                } else {
+                    "it needs a password"
+                }
             ),
             ImapErrorKind::No { code, text } => {
                 write!(f, "IMAP server {server} said NO{}: {text}", fmt_code(code))
@@ -200,6 +243,21 @@ impl ImapError {
         self.code().is_some_and(|c| c.eq_ignore_ascii_case(wanted))
     }
 
+    /// True when the server refused the credentials (a password or a
+    /// token).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self.kind,
+            ImapErrorKind::Auth { .. } | ImapErrorKind::TokenRefused { .. }
+        )
+    }
+
+    /// True when the server refused an OAuth2 access token: the one failure
+    /// a fresh token may cure.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(self.kind, ImapErrorKind::TokenRefused { .. })
+    }
+
     /// NO `[TRYCREATE]`: the mailbox does not exist and could be created.
     pub fn is_trycreate(&self) -> bool {
         self.code_is("TRYCREATE")
@@ -216,14 +274,16 @@ impl ImapError {
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             ImapErrorKind::Net(e) => e.is_transient(),
+            ImapErrorKind::Credential { source } => source.is_transient(),
             ImapErrorKind::Timeout { .. }
             | ImapErrorKind::Bye { .. }
-            | ImapErrorKind::Io { .. }
-            | ImapErrorKind::Credential { .. } => true,
+            | ImapErrorKind::Io { .. } => true,
             ImapErrorKind::No { code, .. } => code
                 .as_deref()
                 .is_some_and(|c| TRANSIENT_CODES.iter().any(|t| t.eq_ignore_ascii_case(c))),
             ImapErrorKind::Auth { .. }
+            | ImapErrorKind::TokenRefused { .. }
+            | ImapErrorKind::WrongCredential { .. }
             | ImapErrorKind::Bad { .. }
             | ImapErrorKind::Protocol { .. }
             | ImapErrorKind::PlaintextRefused
@@ -321,5 +381,33 @@ mod tests {
         );
         let s = no(None).to_string();
         assert!(s.contains("said NO: nope"), "{s}");
+    }
+
+    #[test]
+    fn a_refused_token_is_an_auth_failure_of_its_own() {
+        let e = ImapError::new(
+            "imap.example:993",
+            ImapErrorKind::TokenRefused {
+                mechanism: "XOAUTH2",
+                text: "[AUTHENTICATIONFAILED] no".into(),
+                detail: Some("status 401".into()),
+            },
+        );
+        assert!(e.is_auth() && e.is_token_refused() && !e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "IMAP server imap.example:993 refused the OAuth2 access token (AUTHENTICATE XOAUTH2): [AUTHENTICATIONFAILED] no (status 401); check the username, that the token is for this mailbox and its scope allows IMAP"
+        );
+        let e = ImapError::new("h:1", ImapErrorKind::Auth { text: "bad".into() });
+        assert!(e.is_auth() && !e.is_token_refused());
+        let e = ImapError::new(
+            "h:1",
+            ImapErrorKind::WrongCredential {
+                auth: "oauthbearer",
+                got: "a password",
+            },
+        );
+        assert!(!e.is_auth() && !e.is_transient());
+        assert!(e.to_string().contains("[accounts.target.oauth2]"), "{e}");
     }
 }

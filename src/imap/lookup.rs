@@ -20,6 +20,18 @@ use super::proto::reply::{Fetch, Untagged};
 /// At most this many candidate UIDs are fetched by a search.
 pub(crate) const MAX_CANDIDATES: usize = 1000;
 
+/// Messages asked for by one FETCH of [`Conn::list_messages`]: its answer
+/// (about 50 bytes a message) stays well within [`SEARCH_BUDGET`].
+const LIST_CHUNK: u32 = 20_000;
+
+/// What a mailbox holds, read without changing it (`popferry verify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxListing {
+    pub uidvalidity: Option<u32>,
+    /// (UID, RFC822.SIZE) of every message, by UID.
+    pub messages: Vec<(u32, u64)>,
+}
+
 impl<S: ImapIo> Conn<S> {
     /// The UIDs (highest first, at most [`MAX_CANDIDATES`]) of the messages
     /// in `mailbox` whose Message-ID header contains `message_id` and whose
@@ -114,6 +126,63 @@ impl<S: ImapIo> Conn<S> {
             },
         )
         .await
+    }
+
+    /// Every message of `mailbox` as (UID, RFC822.SIZE), by UID, with the
+    /// mailbox's UIDVALIDITY: STATUS, then EXAMINE (read-only: no flag
+    /// changes, not even `\Recent`) and FETCHes of at most [`LIST_CHUNK`]
+    /// messages each. `None` when LIST does not show the mailbox.
+    pub(crate) async fn list_messages(
+        &mut self,
+        mailbox: &str,
+    ) -> Result<Option<MailboxListing>, ImapError> {
+        if !self.mailbox_listed(mailbox).await? {
+            return Ok(None);
+        }
+        let status = self.status(mailbox).await?;
+        if !self.examine(mailbox).await? {
+            return Ok(None);
+        }
+        let mut messages: Vec<(u32, u64)> = Vec::new();
+        let mut first: u32 = 1;
+        while first <= status.exists {
+            let last = first.saturating_add(LIST_CHUNK - 1);
+            // The last chunk ends at `*`: a mailbox that shrank since STATUS
+            // answers with what is left instead of refusing the range.
+            let range = if last >= status.exists {
+                format!("{first}:*")
+            } else {
+                format!("{first}:{last}")
+            };
+            let done = self
+                .exec(
+                    "listing the mailbox's messages",
+                    vec![Part::text(format!("FETCH {range} (UID RFC822.SIZE)"))],
+                    SEARCH_BUDGET,
+                    &mut |u| {
+                        if let Untagged::Fetch(Fetch {
+                            uid: Some(uid),
+                            size: Some(size),
+                            ..
+                        }) = u
+                        {
+                            messages.push((uid, u64::from(size)));
+                        }
+                    },
+                )
+                .await?;
+            error::check(&self.server, done)?;
+            first = last.saturating_add(1);
+            if last == u32::MAX {
+                break;
+            }
+        }
+        messages.sort_unstable();
+        messages.dedup_by_key(|m| m.0);
+        Ok(Some(MailboxListing {
+            uidvalidity: status.uidvalidity,
+            messages,
+        }))
     }
 
     /// UID FETCHes `item` for `uids` and returns those (highest first) whose

@@ -42,7 +42,9 @@
 //!
 //! [`Session::append_pipeline`] keeps several APPENDs in flight with
 //! non-synchronizing literals and hands the results back in order (see
-//! `pipeline`), falling back to one at a time without LITERAL+/LITERAL-.
+//! `pipeline`); without LITERAL+ (or LITERAL- for a large message) each
+//! command line still goes out behind the others and only its literal waits
+//! for the "+".
 //! The connection has `TCP_NODELAY` (set in [`crate::net`]), so small
 //! commands are not held back by Nagle's algorithm.
 //!
@@ -68,9 +70,10 @@ mod tests;
 
 pub use caps::Capabilities;
 pub use error::{ImapError, ImapErrorKind};
+pub use lookup::MailboxListing;
 pub use pipeline::{AppendPipeline, AppendResult, MAX_WINDOW as MAX_APPEND_WINDOW};
 
-use crate::config::{ImapAuth, ServerSettings};
+use crate::config::{Credential, ImapAuth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
 use crate::spool::SpooledMessage;
 use conn::Conn;
@@ -100,6 +103,8 @@ fn net_error(server: &str, e: net::NetError) -> ImapError {
 /// A logged-in IMAP session.
 pub struct Session {
     conn: Conn<MainStream>,
+    /// How it logged in ("AUTHENTICATE XOAUTH2", "LOGIN", "PREAUTH"...).
+    mechanism: &'static str,
 }
 
 impl std::fmt::Debug for Session {
@@ -119,7 +124,38 @@ impl std::fmt::Debug for Session {
 /// downgrade. A password is never sent without TLS unless
 /// `allow_plaintext_password` is set. `auth = auto` uses AUTHENTICATE PLAIN
 /// when offered, else LOGIN (unless the server says LOGINDISABLED).
+///
+/// With an `oauth2` table, a refused access token is refreshed once and
+/// the login tried again (as [`crate::pop3::connect`] does).
 pub async fn connect(settings: &ServerSettings<ImapAuth>) -> Result<Session, ImapError> {
+    match connect_as(settings, None).await {
+        Err(e) if e.is_token_refused() && settings.oauth2.is_some() => {
+            tracing::info!(server = %settings.endpoint, "The OAuth2 access token was refused; refreshing it and logging in again");
+            let credential = settings.fresh_credential().await.map_err(|source| {
+                ImapError::new(
+                    settings.endpoint.to_string(),
+                    ImapErrorKind::Credential { source },
+                )
+            })?;
+            connect_as(settings, Some(credential)).await
+        }
+        r => r,
+    }
+}
+
+/// [`connect`] with a credential the caller resolved (an OAuth2 access
+/// token it fetched, say) instead of the settings' password source.
+pub async fn connect_with(
+    settings: &ServerSettings<ImapAuth>,
+    credential: Credential,
+) -> Result<Session, ImapError> {
+    connect_as(settings, Some(credential)).await
+}
+
+async fn connect_as(
+    settings: &ServerSettings<ImapAuth>,
+    credential: Option<Credential>,
+) -> Result<Session, ImapError> {
     let ep = &settings.endpoint;
     let server = ep.to_string();
     let (mut conn, preauth) = match ep.tls {
@@ -160,16 +196,24 @@ pub async fn connect(settings: &ServerSettings<ImapAuth>) -> Result<Session, Ima
         }
     };
     let tls = conn.stream().is_tls();
-    if preauth {
+    let mechanism = if preauth {
         tracing::debug!(server = %conn.server, "IMAP server pre-authenticated the connection");
         conn.capability().await?;
+        "PREAUTH"
     } else {
-        conn.authenticate(settings, tls).await?;
-    }
-    Ok(Session { conn })
+        conn.authenticate(settings, tls, credential).await?
+    };
+    Ok(Session { conn, mechanism })
 }
 
 impl Session {
+    /// How the session logged in: "LOGIN", "AUTHENTICATE PLAIN",
+    /// "AUTHENTICATE XOAUTH2", "AUTHENTICATE OAUTHBEARER", or "PREAUTH"
+    /// when the server greeted it as logged in already.
+    pub fn mechanism(&self) -> &'static str {
+        self.mechanism
+    }
+
     /// The capabilities of the logged-in state.
     pub fn capabilities(&self) -> &Capabilities {
         &self.conn.caps
@@ -199,10 +243,22 @@ impl Session {
         self.conn.status(mailbox).await.map(Some)
     }
 
+    /// Every message of `mailbox` as (UID, RFC822.SIZE) with its
+    /// UIDVALIDITY, read without changing anything (STATUS, EXAMINE, FETCH
+    /// of sizes only); `None` when the mailbox does not exist. Leaves the
+    /// mailbox selected read-only, so [`Session::content_sha256`] may
+    /// follow. For `popferry verify`.
+    pub async fn list_messages(
+        &mut self,
+        mailbox: &str,
+    ) -> Result<Option<MailboxListing>, ImapError> {
+        self.conn.list_messages(mailbox).await
+    }
+
     /// Pipelined APPENDs to `mailbox` with `flags`: up to `window` APPENDs
     /// (clamped to `1..=`[`MAX_APPEND_WINDOW`]) and about `max_bytes` of
-    /// literals in flight when the server offers LITERAL+ or LITERAL-, one at
-    /// a time otherwise. Results come back in push order, each with its
+    /// literals in flight (each synchronizing literal waits for its "+",
+    /// the command line behind the others). Results come back in push order, each with its
     /// APPENDUID; see [`AppendPipeline`]. The session is busy until every
     /// result was taken (or the pipeline abandoned after a failure).
     pub fn append_pipeline<T>(

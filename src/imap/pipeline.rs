@@ -29,10 +29,14 @@
 //!   spool as they are written and the pipeline keeps none of them (a caller
 //!   who wants a message back for a retry keeps it in the token).
 //!
-//! Without LITERAL+ (and LITERAL- for a large message) a literal must wait
-//! for the server's "+": the pipeline then first collects every completion in
-//! flight and sends that message alone, which is the old one-at-a-time
-//! behaviour. MULTIAPPEND (RFC 3502) is deliberately not used: it is all or
+//! Without LITERAL+ (and LITERAL- for a message over 4096 bytes) a literal
+//! must wait for the server's "+". The APPEND's command line still goes out
+//! at once, behind the APPENDs in flight, and only its literal waits: the
+//! completions that arrive before the "+" are recorded against their tags
+//! (a server answers the previous APPEND, then asks for the next literal,
+//! in one round trip). That is about one message per round trip on one
+//! connection, instead of two round trips per message; more takes several
+//! connections (`crate::sync`'s lanes). MULTIAPPEND (RFC 3502) is deliberately not used: it is all or
 //! nothing (one refused message fails the whole batch, against guarantee 4),
 //! and its APPENDUID is a range that cannot be matched to messages when the
 //! server gives no single UIDs; pipelined single APPENDs save the same round
@@ -94,14 +98,12 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
     ) -> Result<Self, ImapError> {
         let arg = encode::mailbox_arg(mailbox).map_err(|w| conn.invalid(w))?;
         let flags = encode::flag_list(flags).map_err(|w| conn.invalid(w))?;
-        let pipelined = conn.caps.literal_plus() || conn.caps.literal_minus();
-        let limit = if pipelined { window } else { 1 };
         conn.pipe_begin()?;
         Ok(Pipe {
             conn,
             mailbox: arg,
             flags,
-            window: Window::with_max_cost(limit, max_bytes),
+            window: Window::with_max_cost(window, max_bytes),
         })
     }
 
@@ -137,16 +139,6 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
         Ok(())
     }
 
-    /// Whether this message's literals may go without waiting for "+".
-    fn non_sync(&self, msg: &SpooledMessage) -> bool {
-        let caps = &self.conn.caps;
-        let mailbox_ok = match &self.mailbox {
-            Arg::Quoted(_) => true,
-            Arg::Literal(l) => caps.non_sync_literal(l.len() as u64),
-        };
-        mailbox_ok && caps.non_sync_literal(msg.len())
-    }
-
     fn fail<E>(&mut self, e: E) -> E {
         self.window.set_broken();
         e
@@ -173,7 +165,10 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
         token: T,
         msg: &SpooledMessage,
         internal_date: Option<&str>,
-    ) -> Result<(), ImapError> {
+    ) -> Result<(), ImapError>
+    where
+        T: Send,
+    {
         self.check()?;
         if self.is_full() {
             return Err(self.conn.invalid(
@@ -184,16 +179,19 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
             .map(encode::internal_date_arg)
             .transpose()
             .map_err(|w| self.conn.invalid(w))?;
-        let non_sync = self.non_sync(msg);
-        if !non_sync {
-            // A synchronizing literal: nothing else may be in flight.
-            while self.window.in_flight() > 0 {
-                self.read_one().await?;
-            }
-        }
         let tag = self.conn.pipe_tag();
         let parts = self.parts(date.as_deref(), msg);
-        let written = self.conn.pipe_write(&tag, WHAT, parts).await;
+        // With a synchronizing literal the command line goes out at once,
+        // behind the APPENDs still in flight, and the write waits for the
+        // "+": the completions that come first are theirs.
+        let server = self.conn.server.clone();
+        let Pipe { conn, window, .. } = self;
+        let mut on_other = |tag: String, done: Done| {
+            window
+                .complete(tag.as_str(), appended(done, &server))
+                .is_ok()
+        };
+        let written = conn.pipe_write(&tag, WHAT, parts, &mut on_other).await;
         let server = &self.conn.server;
         let recorded = match written {
             // Refused before its literal was sent.
@@ -209,9 +207,6 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
             }
         };
         self.recorded(recorded)?;
-        if !non_sync {
-            self.read_one().await?;
-        }
         Ok(())
     }
 
@@ -239,6 +234,18 @@ impl<'c, T, S: ImapIo> Pipe<'c, T, S> {
             return Err(self.fail(e));
         }
         Ok(())
+    }
+
+    /// The next result in push order if it is known already (no I/O).
+    pub(crate) fn ready_result(&mut self) -> Option<AppendResult<T>> {
+        let (_, token, result) = self.window.pop()?;
+        self.settle();
+        Some((token, result))
+    }
+
+    /// Pushed and not handed back yet.
+    pub(crate) fn len(&self) -> usize {
+        self.window.len()
     }
 
     pub(crate) async fn next_result(&mut self) -> Result<Option<AppendResult<T>>, ImapError> {
@@ -314,7 +321,8 @@ impl<'s, T> AppendPipeline<'s, T> {
     }
 
     /// How many APPENDs may be pending at once: the window asked for
-    /// (clamped to `1..=`[`MAX_WINDOW`]) with LITERAL+ or LITERAL-, 1 without.
+    /// (clamped to `1..=`[`MAX_WINDOW`]). Without LITERAL+ each push waits
+    /// for its "+", so few are ever really in flight.
     pub fn window(&self) -> usize {
         self.pipe.window()
     }
@@ -335,7 +343,10 @@ impl<'s, T> AppendPipeline<'s, T> {
         token: T,
         msg: &SpooledMessage,
         internal_date: Option<&str>,
-    ) -> Result<(), ImapError> {
+    ) -> Result<(), ImapError>
+    where
+        T: Send,
+    {
         self.pipe.push(token, msg, internal_date).await
     }
 
@@ -344,6 +355,23 @@ impl<'s, T> AppendPipeline<'s, T> {
     /// connection failed: see [`AppendPipeline::abandon`].
     pub async fn next_result(&mut self) -> Result<Option<AppendResult<T>>, ImapError> {
         self.pipe.next_result().await
+    }
+
+    /// The next result in push order if it is already known (its
+    /// completion and those of every earlier push were read), without
+    /// reading from the connection.
+    pub fn ready_result(&mut self) -> Option<AppendResult<T>> {
+        self.pipe.ready_result()
+    }
+
+    /// APPENDs pushed whose results were not handed back yet.
+    pub fn len(&self) -> usize {
+        self.pipe.len()
+    }
+
+    /// Nothing pushed is waiting to be handed back.
+    pub fn is_empty(&self) -> bool {
+        self.pipe.len() == 0
     }
 
     /// Gives up: the results already known but not handed out, and the

@@ -4,8 +4,9 @@
 //!
 //! Why it is shaped so:
 //! - [`Ledger`] is the interface the rest of the program uses; a backend
-//!   sits behind it (SQLite today, in [`sqlite`]; a PostgreSQL backend for
-//!   replicas is to sit beside it with the same calls and guarantees).
+//!   sits behind it: SQLite ([`sqlite`]), the embedded default, or
+//!   PostgreSQL ([`postgres`]) for replicas sharing one ledger, with the
+//!   same calls, states and guarantees.
 //!   Only backends contain SQL; everyone else sees typed calls.
 //! - A call that returned is durable. The sync engine relies on that: the
 //!   intent row is on disk before an APPEND is sent, and the `appended` row
@@ -15,6 +16,7 @@
 //!   no database; the tests cover every query.
 //! - Migrations are embedded (`sqlx::migrate!`) and only move forward.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -22,6 +24,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use postgres::{PostgresLedger, redact_url};
 pub use sqlite::SqliteLedger;
 
 /// Where a message stands.
@@ -75,6 +78,9 @@ pub struct MessageRow {
     /// What LIST said when the row was written (unknown on old rows).
     pub listed_size: Option<u64>,
     pub sha256: Option<String>,
+    pub header_sha256: Option<String>,
+    /// See [`Known::superseded`].
+    pub superseded: bool,
     pub message_id: Option<String>,
     pub message_date: Option<i64>,
     pub attempts: u32,
@@ -95,6 +101,10 @@ pub struct Known {
     pub digest: bool,
     pub message_date: Option<i64>,
     pub appended_at: Option<i64>,
+    /// The server now lists another message under this row's UIDL (and
+    /// LIST size): the row keeps the copy's history, and the message listed
+    /// now gets a key of its own (guarantee 8).
+    pub superseded: bool,
 }
 
 /// The answer to [`Ledger::known`].
@@ -108,6 +118,25 @@ pub struct KnownRows {
     pub total: u64,
 }
 
+/// What `verify` needs of one row ([`Ledger::audit_rows`]): where its copy
+/// should be in the target and what it is known by there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// The ledger key (the UIDL, or `"UIDL SIZE"`; see `sync::plan`).
+    pub key: String,
+    pub state: State,
+    /// Bytes as appended (or as seen, for a skipped message).
+    pub size: u64,
+    /// SHA-256 (hex) of the bytes as appended, once an intent was written.
+    pub sha256: Option<String>,
+    pub message_id: Option<String>,
+    /// The target mailbox of the intent, and the copy's UID there when the
+    /// server gave one (APPENDUID, or found by a lookup).
+    pub mailbox: Option<String>,
+    pub uidvalidity: Option<u32>,
+    pub uid: Option<u32>,
+}
+
 /// What is about to be appended: written as the intent.
 #[derive(Debug, Clone)]
 pub struct Intent<'a> {
@@ -117,9 +146,21 @@ pub struct Intent<'a> {
     /// What LIST said (guarantee 8 compares it on later passes).
     pub listed_size: u64,
     pub sha256: &'a str,
+    /// Of the header section (guarantee 8: checked before a later DELE).
+    pub header_sha256: Option<&'a str>,
     pub message_id: Option<&'a str>,
     pub message_date: Option<i64>,
     pub mailbox: &'a str,
+}
+
+/// What a row knows its copied message by (either may be unknown on rows
+/// older than the digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// SHA-256 (hex) of the bytes as appended.
+    pub sha256: Option<String>,
+    /// SHA-256 (hex) of their header section.
+    pub header_sha256: Option<String>,
 }
 
 /// The server's OK for one APPEND (or a copy found in the target), with
@@ -151,6 +192,30 @@ pub enum Lease {
     HeldBy { holder: String, until: i64 },
 }
 
+/// A write of a pass refused because the account's lease is no longer the
+/// one the pass took: another process took it over (guarantee 9). The pass
+/// stops; nothing more of it is written or appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the account's lease was taken over (now generation {generation}, held by {holder:?}; this pass had generation {ours}): stopping before anything more is appended"
+)]
+pub struct LeaseLost {
+    pub holder: String,
+    pub generation: i64,
+    pub ours: i64,
+}
+
+/// One pass as the ledger recorded it (PostgreSQL only): who ran it, under
+/// which lease generation, and when (microseconds, the database's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassRecord {
+    pub holder: String,
+    pub generation: i64,
+    pub started_us: i64,
+    pub ended_us: Option<i64>,
+    pub error: Option<String>,
+}
+
 /// Per-account figures for `status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AccountStatus {
@@ -180,11 +245,17 @@ pub fn now() -> i64 {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     backend: Backend,
+    /// How long a lease lasts unless renewed (`[ledger] lease_ttl`).
+    lease_ttl: std::time::Duration,
 }
+
+/// The lease's time to live unless the configuration says otherwise.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(SqliteLedger),
+    Postgres(PostgresLedger),
 }
 
 /// Runs `$call` on whichever backend `$self` has.
@@ -192,6 +263,7 @@ macro_rules! on_backend {
     ($self:ident, $l:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($l) => $call,
+            Backend::Postgres($l) => $call,
         }
     };
 }
@@ -202,7 +274,36 @@ impl Ledger {
     pub async fn open(path: &Path) -> anyhow::Result<Ledger> {
         Ok(Ledger {
             backend: Backend::Sqlite(SqliteLedger::open(path).await?),
+            lease_ttl: DEFAULT_LEASE_TTL,
         })
+    }
+
+    /// Connects to the PostgreSQL ledger at `url` and migrates it. Errors
+    /// show the URL without its password.
+    pub async fn connect(url: &secrecy::SecretString) -> anyhow::Result<Ledger> {
+        Ok(Ledger {
+            backend: Backend::Postgres(PostgresLedger::connect(url).await?),
+            lease_ttl: DEFAULT_LEASE_TTL,
+        })
+    }
+
+    /// The same ledger with leases of this time to live.
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Ledger {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a lease lasts unless renewed.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.lease_ttl
+    }
+
+    /// Which backend this is, for messages: "SQLite" or "PostgreSQL".
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
     }
 
     /// Checks that the ledger answers.
@@ -230,6 +331,58 @@ impl Ledger {
     /// one derived from headers): one query, not the account's history.
     pub async fn has_server_uidls(&self, account: &str) -> anyhow::Result<bool> {
         on_backend!(self, l => l.has_server_uidls(account).await)
+    }
+
+    /// Whether any row of `account` is keyed by an ID derived from headers.
+    pub async fn has_derived_uidls(&self, account: &str) -> anyhow::Result<bool> {
+        on_backend!(self, l => l.has_derived_uidls(account).await)
+    }
+
+    /// Renames rows keyed by derived IDs to the server's real UIDLs
+    /// (`(derived, real)` pairs), in one transaction; returns how many.
+    pub async fn rekey_derived(
+        &self,
+        account: &str,
+        pairs: &[(String, String)],
+    ) -> anyhow::Result<u64> {
+        on_backend!(self, l => l.rekey_derived(account, pairs).await)
+    }
+
+    /// What the row keyed `key` knows its copy by (guarantee 8: checked
+    /// before a message not read in this session is deleted).
+    pub async fn fingerprint(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<Fingerprint>> {
+        on_backend!(self, l => l.fingerprint(account, key).await)
+    }
+
+    /// Marks the row keyed `key` superseded: the server now lists another
+    /// message under its UIDL (and LIST size).
+    pub async fn supersede(&self, account: &str, key: &str) -> anyhow::Result<()> {
+        on_backend!(self, l => l.supersede(account, key).await)
+    }
+
+    /// Every row of one account, with what `verify` compares with the
+    /// target (read only).
+    pub async fn audit_rows(&self, account: &str) -> anyhow::Result<Vec<AuditRow>> {
+        on_backend!(self, l => l.audit_rows(account).await)
+    }
+
+    /// Turns these `appended` (or `deleted`) rows back into unresolved
+    /// intents (`appending`, UID forgotten), in one transaction: their copy
+    /// is gone from the target, and the next pass looks for it there and
+    /// appends it again only if it is not found (`verify --repair`). Rows
+    /// in another state are left alone.
+    pub async fn reopen(&self, account: &str, keys: &[String]) -> anyhow::Result<()> {
+        on_backend!(self, l => l.reopen(account, keys).await)
+    }
+
+    /// Removes these rows, in one transaction: their message is neither on
+    /// the POP3 server nor in the target (`verify --repair`).
+    pub async fn forget(&self, account: &str, keys: &[String]) -> anyhow::Result<()> {
+        on_backend!(self, l => l.forget(account, keys).await)
     }
 
     /// Records the intent to append, durably, before the APPEND is sent.
@@ -360,6 +513,15 @@ impl Ledger {
     /// Gives the lease on `account` back, if `holder` still has it.
     pub async fn release_lease(&self, account: &str, holder: &str) -> anyhow::Result<()> {
         on_backend!(self, l => l.release_lease(account, holder).await)
+    }
+
+    /// The passes recorded for `account`, oldest first. Only the PostgreSQL
+    /// ledger records them (replicas); SQLite's answer is empty.
+    pub async fn passes(&self, account: &str) -> anyhow::Result<Vec<PassRecord>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(l) => l.passes(account).await,
+        }
     }
 
     /// Figures for `status`, for the given accounts (in that order) plus any

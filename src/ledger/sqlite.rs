@@ -16,7 +16,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Row};
 
-use super::{AppendOk, Attempt, Intent, Known, KnownRows, MessageRow, State, now};
+use super::{
+    AppendOk, Attempt, AuditRow, Fingerprint, Intent, Known, KnownRows, MessageRow, State, now,
+};
 
 #[path = "sqlite_accounts.rs"]
 mod accounts;
@@ -101,7 +103,7 @@ impl SqliteLedger {
     /// Every row of one account, by UIDL.
     pub async fn messages(&self, account: &str) -> anyhow::Result<HashMap<String, MessageRow>> {
         let rows = sqlx::query(
-            "SELECT uidl, uidl_derived, state, size, listed_size, sha256, message_id, message_date, attempts, last_error, appended_at
+            "SELECT uidl, uidl_derived, state, size, listed_size, sha256, header_sha256, superseded, message_id, message_date, attempts, last_error, appended_at
              FROM messages WHERE account = ?",
         )
         .bind(account)
@@ -119,6 +121,8 @@ impl SqliteLedger {
                     .try_get::<Option<i64>, _>("listed_size")?
                     .map(|n| u64::try_from(n).unwrap_or(0)),
                 sha256: r.try_get("sha256")?,
+                header_sha256: r.try_get("header_sha256")?,
+                superseded: r.try_get::<i64, _>("superseded")? != 0,
                 message_id: r.try_get("message_id")?,
                 message_date: r.try_get("message_date")?,
                 attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
@@ -136,7 +140,7 @@ impl SqliteLedger {
     /// `appended` (their message left the server).
     pub async fn known(&self, account: &str, listed: &HashSet<&str>) -> anyhow::Result<KnownRows> {
         let mut rows = sqlx::query(
-            "SELECT uidl, state, size, listed_size, sha256 IS NOT NULL AS digest, message_date, appended_at
+            "SELECT uidl, state, size, listed_size, sha256 IS NOT NULL AS digest, message_date, appended_at, superseded
              FROM messages WHERE account = ?",
         )
         .bind(account)
@@ -161,6 +165,7 @@ impl SqliteLedger {
                 digest: r.try_get::<i64, _>("digest")? != 0,
                 message_date: r.try_get("message_date")?,
                 appended_at: r.try_get("appended_at")?,
+                superseded: r.try_get::<i64, _>("superseded")? != 0,
             };
             out.rows.insert(key, known);
         }
@@ -178,6 +183,161 @@ impl SqliteLedger {
         .await
         .context("Cannot read the ledger")?;
         Ok(row.try_get::<i64, _>("any")? != 0)
+    }
+
+    /// Whether any row of `account` is keyed by an ID derived from headers.
+    pub async fn has_derived_uidls(&self, account: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE account = ? AND uidl_derived = 1) AS any",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        Ok(row.try_get::<i64, _>("any")? != 0)
+    }
+
+    /// Renames rows keyed by derived IDs to the server's real UIDLs, in one
+    /// transaction: `(derived, real)` pairs; a pair without such a row, or
+    /// whose real UIDL has a row already, changes nothing. Returns how many
+    /// rows were renamed.
+    pub async fn rekey_derived(
+        &self,
+        account: &str,
+        pairs: &[(String, String)],
+    ) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        let mut renamed = 0;
+        for (derived, real) in pairs {
+            let r = sqlx::query(
+                "UPDATE messages SET uidl = ?, uidl_derived = 0, updated_at = ?
+                 WHERE account = ? AND uidl = ? AND uidl_derived = 1
+                   AND NOT EXISTS (SELECT 1 FROM messages WHERE account = ? AND uidl = ?)",
+            )
+            .bind(real)
+            .bind(now())
+            .bind(account)
+            .bind(derived)
+            .bind(account)
+            .bind(real)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot write the ledger")?;
+            renamed += r.rows_affected();
+        }
+        tx.commit().await.context("Cannot write the ledger")?;
+        Ok(renamed)
+    }
+
+    /// What the row keyed `key` knows the copied message by: its SHA-256
+    /// and its header section's, either unknown on older rows.
+    pub async fn fingerprint(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<Fingerprint>> {
+        let row = sqlx::query(
+            "SELECT sha256, header_sha256 FROM messages WHERE account = ? AND uidl = ?",
+        )
+        .bind(account)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        row.map(|r| {
+            Ok(Fingerprint {
+                sha256: r.try_get("sha256")?,
+                header_sha256: r.try_get("header_sha256")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks the row keyed `key` superseded: the server lists another
+    /// message under its UIDL now.
+    pub async fn supersede(&self, account: &str, key: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE messages SET superseded = 1, updated_at = ? WHERE account = ? AND uidl = ?",
+        )
+        .bind(now())
+        .bind(account)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
+    /// Every row of one account, with what `verify` compares with the
+    /// target.
+    pub async fn audit_rows(&self, account: &str) -> anyhow::Result<Vec<AuditRow>> {
+        let mut rows = sqlx::query(
+            "SELECT uidl, state, size, sha256, message_id, mailbox, uidvalidity, uid
+             FROM messages WHERE account = ? ORDER BY uidl",
+        )
+        .bind(account)
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        let u32_of = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok());
+        while let Some(r) = rows.try_next().await.context("Cannot read the ledger")? {
+            out.push(AuditRow {
+                key: r.try_get("uidl")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
+                size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
+                sha256: r.try_get("sha256")?,
+                message_id: r.try_get("message_id")?,
+                mailbox: r.try_get("mailbox")?,
+                uidvalidity: u32_of(r.try_get("uidvalidity")?),
+                uid: u32_of(r.try_get("uid")?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Turns `appended`/`deleted` rows back into unresolved intents.
+    pub async fn reopen(&self, account: &str, keys: &[String]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for key in keys {
+            sqlx::query(
+                "UPDATE messages SET state = 'appending', uidvalidity = NULL, uid = NULL,
+                   deleted_at = NULL, updated_at = ?
+                 WHERE account = ? AND uidl = ? AND state IN ('appended', 'deleted')",
+            )
+            .bind(t)
+            .bind(account)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .context("Cannot reopen a row in the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot reopen rows in the ledger")?;
+        Ok(())
+    }
+
+    /// Removes rows.
+    pub async fn forget(&self, account: &str, keys: &[String]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
+        for key in keys {
+            sqlx::query("DELETE FROM messages WHERE account = ? AND uidl = ?")
+                .bind(account)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .context("Cannot remove a row from the ledger")?;
+        }
+        tx.commit()
+            .await
+            .context("Cannot remove rows from the ledger")?;
+        Ok(())
     }
 
     /// Records the intent to append, durably, before the APPEND is sent.
@@ -199,11 +359,11 @@ impl SqliteLedger {
         let mut tx = self.pool.begin().await.context("Cannot write the ledger")?;
         for i in intents {
             sqlx::query(
-                "INSERT INTO messages (account, uidl, uidl_derived, state, size, listed_size, sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
-                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO messages (account, uidl, uidl_derived, state, size, listed_size, sha256, header_sha256, message_id, message_date, mailbox, first_seen_at, updated_at)
+                 VALUES (?, ?, ?, 'appending', ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (account, uidl) DO UPDATE SET
                    state = 'appending', size = excluded.size, listed_size = excluded.listed_size,
-                   sha256 = excluded.sha256,
+                   sha256 = excluded.sha256, header_sha256 = excluded.header_sha256,
                    message_id = excluded.message_id, message_date = excluded.message_date,
                    mailbox = excluded.mailbox, updated_at = excluded.updated_at",
             )
@@ -213,6 +373,7 @@ impl SqliteLedger {
             .bind(i64::try_from(i.size).unwrap_or(i64::MAX))
             .bind(i64::try_from(i.listed_size).unwrap_or(i64::MAX))
             .bind(i.sha256)
+            .bind(i.header_sha256)
             .bind(i.message_id)
             .bind(i.message_date)
             .bind(i.mailbox)

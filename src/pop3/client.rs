@@ -12,11 +12,6 @@
 //! encoded, into buffers wiped on drop, and never travels over a connection
 //! without TLS unless the configuration explicitly allows it (guarantee 7).
 
-use std::fmt::Write as _;
-
-use md5::{Digest, Md5};
-use secrecy::ExposeSecret;
-use secrecy::zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::Body;
@@ -25,7 +20,6 @@ use super::error::{Pop3Error, Pop3ErrorKind};
 use super::proto::{self, BadUidl, Capa, Command, RespCode, Status, StatusKind};
 use crate::config::{Credential, Pop3Auth, ServerSettings};
 use crate::net::{self, MaybeTls, TlsMode};
-use crate::sasl;
 
 /// Most entries a LIST or UIDL listing may have; beyond that the server is
 /// taken to be hostile rather than holding that many messages.
@@ -35,7 +29,39 @@ const MAX_CAPA_LINES: usize = 1_000;
 
 /// Connects, negotiates TLS as configured, reads the capabilities and logs
 /// in. The result is an authorized session (RFC 1939 TRANSACTION state).
+///
+/// With an `oauth2` table, a refused access token is refreshed once (even
+/// if the cached one had time left) and the login tried again: a token
+/// revoked or rotated early by the provider costs one round, not a pass.
 pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop3Error> {
+    match connect_as(settings, None).await {
+        Err(e) if e.is_token_refused() && settings.oauth2.is_some() => {
+            tracing::info!(server = %e.server(), "The OAuth2 access token was refused; refreshing it and logging in again");
+            let credential = settings.fresh_credential().await.map_err(|source| {
+                Pop3Error::new(
+                    settings.endpoint.to_string(),
+                    Pop3ErrorKind::Credential { source },
+                )
+            })?;
+            connect_as(settings, Some(credential)).await
+        }
+        r => r,
+    }
+}
+
+/// [`connect`] with a credential the caller resolved (an OAuth2 access
+/// token it fetched, say) instead of the settings' password source.
+pub async fn connect_with(
+    settings: &ServerSettings<Pop3Auth>,
+    credential: Credential,
+) -> Result<Session, Pop3Error> {
+    connect_as(settings, Some(credential)).await
+}
+
+async fn connect_as(
+    settings: &ServerSettings<Pop3Auth>,
+    credential: Option<Credential>,
+) -> Result<Session, Pop3Error> {
     let ep = &settings.endpoint;
     let net_error = |e| Pop3Error::new(ep.to_string(), Pop3ErrorKind::Net(e));
     let stream = net::connect(ep).await.map_err(net_error)?;
@@ -78,21 +104,24 @@ pub async fn connect(settings: &ServerSettings<Pop3Auth>) -> Result<Session, Pop
         // RFC 2595: capabilities may differ after TLS; forget the old ones.
         caps = capa(&mut conn).await?;
     }
-    Session::login(conn, &greeting, caps, is_tls, settings).await
+    Session::login(conn, &greeting, caps, is_tls, settings, credential).await
 }
 
 /// An authorized POP3 session. `S` is the transport; it is
 /// [`MaybeTls`] except in the unit tests, which script the server.
 pub struct Session<S = MaybeTls> {
     pub(super) conn: Connection<S>,
-    caps: Capa,
-    tls: bool,
+    pub(super) caps: Capa,
+    pub(super) tls: bool,
     /// Several commands may be written before their replies are read: the
     /// server announced PIPELINING and nobody turned it off.
     pub(super) pipelining: bool,
     /// The server took our UTF8 command (RFC 6856): it serves messages with
     /// 8-bit headers as they are, not downgraded.
-    utf8: bool,
+    pub(super) utf8: bool,
+    /// How the session logged in ("SASL XOAUTH2", "USER/PASS"...), for
+    /// `check` and the logs.
+    pub(super) mechanism: &'static str,
 }
 
 /// The server's answer to UIDL.
@@ -111,25 +140,7 @@ pub enum UidlReply {
     Refused { text: String },
 }
 
-/// Which login is used, for logs and error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Login {
-    User,
-    Apop,
-    Plain,
-}
-
-impl Login {
-    fn name(self) -> &'static str {
-        match self {
-            Login::User => "USER/PASS",
-            Login::Apop => "APOP",
-            Login::Plain => "SASL PLAIN",
-        }
-    }
-}
-
-async fn read_greeting<S>(conn: &mut Connection<S>) -> Result<Vec<u8>, Pop3Error>
+pub(super) async fn read_greeting<S>(conn: &mut Connection<S>) -> Result<Vec<u8>, Pop3Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -142,7 +153,7 @@ where
 }
 
 /// CAPA; a server without it (-ERR) has unknown capabilities.
-async fn capa<S>(conn: &mut Connection<S>) -> Result<Capa, Pop3Error>
+pub(super) async fn capa<S>(conn: &mut Connection<S>) -> Result<Capa, Pop3Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -212,150 +223,11 @@ pub(super) fn unexpected_continue<S>(conn: &mut Connection<S>, command: &'static
     })
 }
 
-fn hex(bytes: &[u8]) -> Zeroizing<String> {
-    let mut s = Zeroizing::new(String::with_capacity(bytes.len().saturating_mul(2)));
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// The APOP digest: MD5 of the greeting's timestamp followed by the secret,
-/// in lower-case hex (RFC 1939 section 7).
-pub(super) fn apop_digest(timestamp: &[u8], secret: &str) -> Zeroizing<String> {
-    let mut md5 = Md5::new();
-    md5.update(timestamp);
-    md5.update(secret.as_bytes());
-    hex(&md5.finalize())
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// Greets, reads CAPA and logs in over an already open stream. STLS is
-    /// not negotiated here (use [`connect`]); `is_tls` tells whether the
-    /// stream is protected, which decides whether a password may be sent.
-    /// The unit tests' way in, over scripted streams.
-    #[cfg(test)]
-    pub(super) async fn establish(
-        stream: S,
-        is_tls: bool,
-        settings: &ServerSettings<Pop3Auth>,
-    ) -> Result<Session<S>, Pop3Error> {
-        let ep = &settings.endpoint;
-        let mut conn = Connection::new(stream, ep.to_string(), ep.timeout);
-        let greeting = read_greeting(&mut conn).await?;
-        let caps = capa(&mut conn).await?;
-        Session::login(conn, &greeting, caps, is_tls, settings).await
-    }
-
-    async fn login(
-        mut conn: Connection<S>,
-        greeting: &[u8],
-        caps: Capa,
-        tls: bool,
-        settings: &ServerSettings<Pop3Auth>,
-    ) -> Result<Session<S>, Pop3Error> {
-        let timestamp = proto::apop_timestamp(greeting);
-        let plaintext_ok = tls || settings.allow_plaintext_password;
-        let unsupported =
-            |conn: &Connection<S>, what: String| conn.error(Pop3ErrorKind::Unsupported { what });
-        let login = match settings.auth {
-            Pop3Auth::Auto => {
-                let password = if caps.sasl("PLAIN") {
-                    Some(Login::Plain)
-                } else if caps.user() || !caps.announced() {
-                    Some(Login::User)
-                } else {
-                    None
-                };
-                match (password, timestamp) {
-                    // Where the password may not travel, a digest still may.
-                    (Some(_), Some(_)) if !plaintext_ok => Login::Apop,
-                    (Some(p), _) => p,
-                    (None, Some(_)) => Login::Apop,
-                    (None, None) => {
-                        return Err(unsupported(
-                            &conn,
-                            "offers none of SASL PLAIN, USER/PASS or APOP".into(),
-                        ));
-                    }
-                }
-            }
-            Pop3Auth::User => Login::User,
-            Pop3Auth::Plain => Login::Plain,
-            Pop3Auth::Apop => Login::Apop,
-        };
-        if login != Login::Apop && !plaintext_ok {
-            return Err(conn.error(Pop3ErrorKind::PlaintextRefused {
-                mechanism: login.name(),
-            }));
-        }
-        let utf8 = enable_utf8(&mut conn, &caps).await?;
-        let user = settings.username.as_str();
-        let Credential::Password(password) = settings
-            .credential()
-            .await
-            .map_err(|source| conn.error(Pop3ErrorKind::Credential { source }))?;
-        tracing::debug!(server = %conn.server(), user, mechanism = login.name(), tls, "POP3 login");
-        match login {
-            Login::User => {
-                expect_ok(&mut conn, &Command::User(user), true).await?;
-                expect_ok(&mut conn, &Command::Pass(password.expose_secret()), true).await?;
-            }
-            Login::Apop => {
-                let Some(ts) = timestamp else {
-                    return Err(unsupported(
-                        &conn,
-                        "APOP needs a timestamp in the greeting and this server sent none; use auth = \"user\" or \"plain\" over TLS".into(),
-                    ));
-                };
-                let digest = apop_digest(ts, password.expose_secret());
-                expect_ok(
-                    &mut conn,
-                    &Command::Apop {
-                        user,
-                        digest: &digest,
-                    },
-                    true,
-                )
-                .await?;
-            }
-            Login::Plain => {
-                let mut exchange = sasl::Exchange::plain(user, password.expose_secret());
-                let mechanism = exchange.mechanism().name();
-                // RFC 5034: AUTH without an initial response, which every
-                // server takes; the response follows the "+ " challenge.
-                conn.send(&Command::Auth(mechanism)).await?;
-                let st = conn.read_status("AUTH").await?;
-                match st.kind {
-                    StatusKind::Continue => {}
-                    StatusKind::Err => return Err(err_reply(&conn, "AUTH", st, true)),
-                    StatusKind::Ok => {
-                        conn.poison();
-                        return Err(conn.error(Pop3ErrorKind::Protocol {
-                            what: format!("+OK to AUTH {mechanism} before any credentials"),
-                        }));
-                    }
-                }
-                let sasl::Step::Respond(response) = exchange.respond(&st.text) else {
-                    // Cannot happen with PLAIN: its one response is unsent.
-                    // The server waits for a line we will not write.
-                    conn.poison();
-                    return Err(conn.error(Pop3ErrorKind::Protocol {
-                        what: format!("SASL {mechanism} has no response to the server's challenge"),
-                    }));
-                };
-                expect_ok(&mut conn, &Command::SaslResponse(&response), true).await?;
-            }
-        }
-        tracing::debug!(server = %conn.server(), mechanism = login.name(), "POP3 logged in");
-        let pipelining = caps.pipelining();
-        Ok(Session {
-            conn,
-            caps,
-            tls,
-            pipelining,
-            utf8,
-        })
+    /// How the session logged in: "USER/PASS", "APOP", "SASL PLAIN",
+    /// "SASL XOAUTH2" or "SASL OAUTHBEARER".
+    pub fn mechanism(&self) -> &'static str {
+        self.mechanism
     }
 
     /// True when the server took UTF8 (RFC 6856): messages come as they are,
@@ -515,7 +387,7 @@ where
 /// mode is on. A -ERR without a response code leaves the session as one with
 /// a server that lacks UTF8 (a warning says so); one with a code (say
 /// `[SYS/TEMP]`) is that error.
-async fn enable_utf8<S>(conn: &mut Connection<S>, caps: &Capa) -> Result<bool, Pop3Error>
+pub(super) async fn enable_utf8<S>(conn: &mut Connection<S>, caps: &Capa) -> Result<bool, Pop3Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -562,7 +434,7 @@ where
 }
 
 /// Sends a single-line command and requires `+OK`.
-async fn expect_ok<S>(
+pub(super) async fn expect_ok<S>(
     conn: &mut Connection<S>,
     cmd: &Command<'_>,
     auth: bool,

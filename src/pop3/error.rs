@@ -56,6 +56,23 @@ pub enum Pop3ErrorKind {
     /// The credentials were refused: permanent until someone fixes them.
     Auth { text: String },
 
+    /// The server refused an OAuth2 access token (XOAUTH2, OAUTHBEARER):
+    /// a fresh token may do (the caller refreshes once and tries again).
+    /// `detail` is what the server's error challenge said (status, scope),
+    /// bounded.
+    TokenRefused {
+        mechanism: &'static str,
+        text: String,
+        detail: Option<String>,
+    },
+
+    /// The credential is of the wrong kind for the mechanism (a password
+    /// for `auth = "xoauth2"`, a token for `auth = "plain"`).
+    WrongCredential {
+        auth: &'static str,
+        got: &'static str,
+    },
+
     /// `[IN-USE]`: another session holds the mailbox.
     InUse { text: String },
 
@@ -119,15 +136,17 @@ impl Pop3Error {
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             Pop3ErrorKind::Net(e) => e.is_transient(),
+            Pop3ErrorKind::Credential { source } => source.is_transient(),
             Pop3ErrorKind::Timeout { .. }
             | Pop3ErrorKind::TooSlow { .. }
             | Pop3ErrorKind::Io { .. }
             | Pop3ErrorKind::Closed { .. }
             | Pop3ErrorKind::InUse { .. }
             | Pop3ErrorKind::LoginDelay { .. }
-            | Pop3ErrorKind::SysTemp { .. }
-            | Pop3ErrorKind::Credential { .. } => true,
+            | Pop3ErrorKind::SysTemp { .. } => true,
             Pop3ErrorKind::Auth { .. }
+            | Pop3ErrorKind::TokenRefused { .. }
+            | Pop3ErrorKind::WrongCredential { .. }
             | Pop3ErrorKind::Server { .. }
             | Pop3ErrorKind::Protocol { .. }
             | Pop3ErrorKind::PlaintextRefused { .. }
@@ -137,9 +156,19 @@ impl Pop3Error {
         }
     }
 
-    /// True when the server refused the credentials.
+    /// True when the server refused the credentials (a password or a
+    /// token).
     pub fn is_auth(&self) -> bool {
-        matches!(self.kind, Pop3ErrorKind::Auth { .. })
+        matches!(
+            self.kind,
+            Pop3ErrorKind::Auth { .. } | Pop3ErrorKind::TokenRefused { .. }
+        )
+    }
+
+    /// True when the server refused an OAuth2 access token: the one failure
+    /// a fresh token may cure.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(self.kind, Pop3ErrorKind::TokenRefused { .. })
     }
 
     /// True when the server answered `[LOGIN-DELAY]`: it wants more time
@@ -206,6 +235,32 @@ impl fmt::Display for Pop3Error {
             Pop3ErrorKind::Auth { text } => write!(
                 f,
                 "POP3 server {server} refused the login: {text} (check username, password and auth)"
+            ),
+            Pop3ErrorKind::TokenRefused {
+                mechanism,
+                text,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "POP3 server {server} refused the OAuth2 access token ({mechanism}): {text}"
+                )?;
+                if let Some(detail) = detail {
+                    write!(f, " ({detail})")?;
+                }
+                write!(
+                    f,
+                    "; check the username, that the token is for this mailbox and its scope allows POP3"
+                )
+            }
+            Pop3ErrorKind::WrongCredential { auth, got } => write!(
+                f,
+                "POP3 server {server}: auth = \"{auth}\" cannot log in with {got}; {}",
+                if *got == "a password" {
+                    "it needs an OAuth2 access token ([accounts.source.oauth2])"
+                } else {
+                    "it needs a password"
+                }
             ),
             Pop3ErrorKind::InUse { text } => write!(
                 f,
@@ -301,6 +356,21 @@ mod tests {
             (
                 Pop3ErrorKind::Auth { text: "no".into() },
                 "POP3 server pop.test:110 refused the login: no (check username, password and auth)",
+            ),
+            (
+                Pop3ErrorKind::TokenRefused {
+                    mechanism: "SASL XOAUTH2",
+                    text: "[AUTH] no".into(),
+                    detail: Some("status 401".into()),
+                },
+                "POP3 server pop.test:110 refused the OAuth2 access token (SASL XOAUTH2): [AUTH] no (status 401); check the username, that the token is for this mailbox and its scope allows POP3",
+            ),
+            (
+                Pop3ErrorKind::WrongCredential {
+                    auth: "xoauth2",
+                    got: "a password",
+                },
+                "POP3 server pop.test:110: auth = \"xoauth2\" cannot log in with a password; it needs an OAuth2 access token ([accounts.source.oauth2])",
             ),
             (
                 Pop3ErrorKind::InUse { text: "x".into() },

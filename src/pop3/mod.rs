@@ -1,5 +1,5 @@
 //! Our own POP3 client (RFC 1939, RFC 2449 CAPA/RESP-CODES, RFC 2595 STLS,
-//! RFC 5034 SASL PLAIN, APOP).
+//! RFC 5034 SASL PLAIN, XOAUTH2 and OAUTHBEARER, APOP).
 //!
 //! Why our own: the available crate was tried and rejected (see DESIGN.md:
 //! it altered message bytes, hung on empty messages, buffered whole messages
@@ -13,8 +13,9 @@
 //!   `n /` [`MIN_RATE`] seconds in all, so that a server trickling a byte
 //!   just before each deadline cannot hold a pass;
 //! - `client`: the conversation, with a typestate [`Session`] that exists only
-//!   once logged in (SASL PLAIN from [`crate::sasl`]), and a streaming
-//!   [`Body`] per message;
+//!   once logged in, and a streaming [`Body`] per message;
+//! - `login`: the mechanisms (SASL from [`crate::sasl`]: PLAIN, and the
+//!   two-step XOAUTH2 / OAUTHBEARER with their error challenge);
 //! - `pipeline`: RFC 2449 PIPELINING (LIST+UIDL in one flight, a bounded
 //!   window of RETRs as a [`RetrStream`], DELEs in a sliding window, both
 //!   kept by [`crate::window::Window`]), which falls back to one command at
@@ -27,6 +28,7 @@ mod body;
 mod client;
 mod connection;
 mod error;
+mod login;
 mod pipeline;
 pub mod proto;
 #[cfg(test)]
@@ -34,7 +36,7 @@ pub mod proto;
 mod tests;
 
 pub use body::Body;
-pub use client::{Session, UidlReply, connect};
+pub use client::{Session, UidlReply, connect, connect_with};
 pub use connection::MIN_RATE;
 pub use error::{Pop3Error, Pop3ErrorKind};
 pub use pipeline::{Each, RetrStream};

@@ -23,6 +23,11 @@
 //!   account (or removes and re-adds it), the new task waits until the old
 //!   one has finished its pass, and a pass cut short by a stop or a reload
 //!   is not reported to the [`Observer`].
+//! - A "check now" ([`Scheduler::check_now`], SIGUSR1) wakes every account
+//!   from its wait at once; an account in the middle of a pass keeps the
+//!   wake-up and starts its next pass as soon as this one ends (mail that
+//!   came in meanwhile may not be in the listing it is working on). It
+//!   does not touch the backoff count, and the concurrency limit still holds.
 //! - A reload restarts only the accounts whose settings changed, by
 //!   comparing the settings themselves (`Account`'s equality), not a digest
 //!   of their debug output: passwords compare by their source (the variable,
@@ -37,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -183,6 +188,8 @@ struct Running {
     cancel: CancellationToken,
     /// Cancelled when the task has ended (its last pass is over).
     exited: CancellationToken,
+    /// Wakes the task from its wait ("check now").
+    wake: Arc<Notify>,
 }
 
 /// What a reload changed.
@@ -263,6 +270,7 @@ impl Scheduler {
             }
             let cancel = self.shutdown.child_token();
             let exited = CancellationToken::new();
+            let wake = Arc::new(Notify::new());
             let account = Arc::new(a.clone());
             self.running.insert(
                 a.name.clone(),
@@ -270,6 +278,7 @@ impl Scheduler {
                     account: account.clone(),
                     cancel: cancel.clone(),
                     exited: exited.clone(),
+                    wake: wake.clone(),
                 },
             );
             let previous = self.exiting.remove(&a.name);
@@ -280,6 +289,7 @@ impl Scheduler {
                 limit: self.limit.clone(),
                 backoff: self.backoff,
                 cancel,
+                wake,
             };
             self.tracker.spawn(async move {
                 // Cancelled when this future ends or is dropped.
@@ -296,6 +306,17 @@ impl Scheduler {
         }
         self.exiting.retain(|_, t| !t.is_cancelled());
         changes
+    }
+
+    /// Makes every account due now: each one waiting starts its pass (as
+    /// the concurrency limit allows), each one in a pass starts the next as
+    /// soon as it ends. Returns the accounts asked.
+    pub fn check_now(&self) -> Vec<String> {
+        for r in self.running.values() {
+            // Stores the wake-up when the task is not waiting right now.
+            r.wake.notify_one();
+        }
+        self.running.keys().cloned().collect()
     }
 
     /// Asks every account to stop at its next safe point and waits up to
@@ -320,6 +341,7 @@ struct AccountTask {
     limit: Arc<Semaphore>,
     backoff: Backoff,
     cancel: CancellationToken,
+    wake: Arc<Notify>,
 }
 
 impl AccountTask {
@@ -331,6 +353,7 @@ impl AccountTask {
             limit,
             backoff,
             cancel,
+            wake,
         } = self;
         let mut failures: u32 = 0;
         let mut delay = first_delay(account.poll_interval, random());
@@ -338,6 +361,9 @@ impl AccountTask {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
+                _ = wake.notified() => {
+                    info!(account = %account.name, "Check now: starting a pass");
+                }
             }
             let permit = tokio::select! {
                 _ = cancel.cancelled() => return,

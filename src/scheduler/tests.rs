@@ -388,3 +388,44 @@ async fn a_rotated_password_file_restarts_nothing_a_new_host_does() {
     assert!(s.shutdown(Duration::from_secs(5)).await);
     assert_eq!(script.times("rotating").len(), 2, "restarted at once");
 }
+
+/// SIGUSR1's "check now": a waiting account runs at once although its
+/// interval is an hour; one in the middle of a pass runs again as soon as
+/// that pass ends.
+#[tokio::test(start_paused = true)]
+async fn check_now_makes_every_account_due() {
+    let script = Script::new(Duration::from_secs(30), ok);
+    let mut s = Scheduler::new(Arc::new(ScriptRunner(script.clone())), Arc::new(Quiet), 4);
+    s.apply(&[account("a", "1h"), account("b", "1h")]);
+    // First passes start within 10 s and take 30 s.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(script.times("a").len(), 1);
+    assert_eq!(script.times("b").len(), 1);
+
+    let asked = s.check_now();
+    assert_eq!(asked, vec!["a".to_string(), "b".to_string()]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        script.times("a").len(),
+        2,
+        "a waits an hour without the check"
+    );
+    assert_eq!(script.times("b").len(), 2);
+
+    // Asked again while both are in that pass (30 s): each runs once more
+    // right after it, not twice, and then waits its hour.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.check_now();
+    s.check_now();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let a = script.times("a");
+    assert_eq!(a.len(), 3, "one more pass after the one running");
+    let gap = a[2].duration_since(a[1]).as_secs_f64();
+    assert!(
+        (29.0..=31.5).contains(&gap),
+        "the next pass followed at once: {gap}"
+    );
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    assert_eq!(script.times("a").len(), 3, "then the interval again");
+    assert!(s.shutdown(Duration::from_secs(60)).await);
+}

@@ -19,6 +19,7 @@ use super::Report;
 use super::failure::{Failure, imap_failure, ledger_failure};
 use super::fetch::{Fetched, Item};
 use super::headers::HeaderFacts;
+use super::lanes::LanesEnd;
 use super::outcome::{self, Refused};
 use super::pass::{Ctx, intent};
 use super::plan::{Fetch, must_look_up};
@@ -34,22 +35,22 @@ const APPEND_BYTES_IN_FLIGHT: u64 = 16 << 20;
 
 /// What the pipeline carries for each APPEND: the index into the session's
 /// fetch list and the message's length.
-type Tag = (usize, u64);
+pub(super) type Tag = (usize, u64);
 
 /// A message ready for the pipeline, its intent about to be (or already)
 /// on disk.
-struct Ready<'l> {
-    index: usize,
-    fetch: Fetch<'l>,
-    msg: SpooledMessage,
-    facts: HeaderFacts,
-    sha: String,
+pub(super) struct Ready<'l> {
+    pub index: usize,
+    pub fetch: Fetch<'l>,
+    pub msg: SpooledMessage,
+    pub facts: HeaderFacts,
+    pub sha: String,
     /// Its share of the queue's bounds, held until it is written.
-    _permit: Option<OwnedSemaphorePermit>,
+    pub _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Why one pipeline ended.
-enum PipeEnd {
+pub(super) enum PipeEnd {
     Done,
     /// This message must be looked up in the target before it is appended.
     Lookup(Box<Item>),
@@ -68,6 +69,8 @@ pub(super) struct Appender<'p, 'a> {
     /// A refusal that will hit every message (over quota, mailbox gone):
     /// nothing more is sent, and the session ends with it.
     stop: Option<Failure>,
+    /// The target's APPENDLIMIT: larger messages are skipped, never sent.
+    append_limit: Option<u64>,
 }
 
 impl<'p, 'a> Appender<'p, 'a> {
@@ -86,18 +89,35 @@ impl<'p, 'a> Appender<'p, 'a> {
             target,
             done: Vec::new(),
             stop: None,
+            append_limit: None,
         }
     }
 
-    /// Appends what the fetch stage queues, until it is done.
+    /// Appends what the fetch stage queues, until it is done: through one
+    /// pipeline on `session`, or spread over it and the `extra` sessions
+    /// ([`super::lanes`]; a session that fails there is dropped, and if it
+    /// was `session`, an extra one takes its place).
     pub(super) async fn run(
         &mut self,
         session: &mut imap::Session,
+        extra: &mut Vec<imap::Session>,
         mut rx: mpsc::Receiver<Item>,
     ) -> Result<(), Failure> {
         let mut queue: VecDeque<Item> = VecDeque::new();
+        self.append_limit = session.capabilities().append_limit();
         loop {
-            match self.pipe_run(session, &mut rx, &mut queue).await? {
+            let end = if extra.is_empty() {
+                self.pipe_run(session, &mut rx, &mut queue).await?
+            } else {
+                let mut all: Vec<&mut imap::Session> = std::iter::once(&mut *session)
+                    .chain(extra.iter_mut())
+                    .collect();
+                let LanesEnd { end, dead } = self.lanes_run(&mut all, &mut rx, &mut queue).await;
+                drop(all);
+                drop_dead(session, extra, dead);
+                end?
+            };
+            match end {
                 PipeEnd::Done => return Ok(()),
                 PipeEnd::Lookup(mut item) => {
                     let Some(f) = self.fetch.get(item.index).copied() else {
@@ -207,7 +227,7 @@ impl<'p, 'a> Appender<'p, 'a> {
     /// The next batch: queued messages that can go straight to the
     /// pipeline. A message to be looked up first ends the batch; it becomes
     /// `lookup` once nothing else is on its way (`idle`).
-    async fn next_batch(
+    pub(super) async fn next_batch(
         &mut self,
         queue: &mut VecDeque<Item>,
         lookup: &mut Option<Box<Item>>,
@@ -248,6 +268,19 @@ impl<'p, 'a> Appender<'p, 'a> {
                 }
                 Fetched::Failed(text) => {
                     outcome::retr_refused(cx, self.report, f.listed, &text).await?;
+                    cx.progress.advanced(&acc.name, f.listed.size);
+                }
+                Fetched::Message(msg) if self.append_limit.is_some_and(|l| msg.len() > l) => {
+                    let limit = self.append_limit.unwrap_or(u64::MAX);
+                    outcome::skip_over_append_limit(
+                        cx,
+                        self.report,
+                        f.listed,
+                        msg.len(),
+                        limit,
+                        f.was_skipped(),
+                    )
+                    .await?;
                     cx.progress.advanced(&acc.name, f.listed.size);
                 }
                 Fetched::Message(msg) => {
@@ -295,13 +328,27 @@ impl<'p, 'a> Appender<'p, 'a> {
             {
                 return Ok(Some(e));
             }
-            debug!(uidl = %r.fetch.listed.key, bytes = r.msg.len(), "APPEND sent");
+            debug!(uidl = %r.fetch.listed.key(), bytes = r.msg.len(), "APPEND sent");
         }
         Ok(None)
     }
 
+    /// OKs not recorded yet.
+    pub(super) fn done_len(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Whether a refusal that hits every message stopped the session.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    pub(super) fn take_stop(&mut self) -> Option<Failure> {
+        self.stop.take()
+    }
+
     /// Records the APPENDs answered OK so far, in one transaction.
-    async fn flush(&mut self) -> Result<(), Failure> {
+    pub(super) async fn flush(&mut self) -> Result<(), Failure> {
         if let Some(c) = self.target.claimed.as_mut() {
             c.extend(self.done.iter().filter_map(|ok| ok.uid));
         }
@@ -317,7 +364,7 @@ impl<'p, 'a> Appender<'p, 'a> {
     /// One APPEND's answer. An OK waits in `done` for [`Self::flush`]; a
     /// refusal is recorded at once; a refusal that will hit every message
     /// sets `stop`.
-    async fn take_result(
+    pub(super) async fn take_result(
         &mut self,
         ((index, len), result): imap::AppendResult<Tag>,
     ) -> Result<(), Failure> {
@@ -326,12 +373,12 @@ impl<'p, 'a> Appender<'p, 'a> {
         let Some(f) = self.fetch.get(index) else {
             return Ok(());
         };
-        let uidl = &f.listed.key;
+        let uidl = f.listed.key();
         cx.progress.advanced(&acc.name, f.listed.size);
         let e = match result {
             Ok(a) => {
                 self.done.push(AppendOk {
-                    uidl: uidl.clone(),
+                    uidl: uidl.to_owned(),
                     uidvalidity: a.uidvalidity,
                     uid: a.uid,
                 });
@@ -396,7 +443,11 @@ impl<'p, 'a> Appender<'p, 'a> {
 /// Takes what the fetch stage has queued: waits for one message when
 /// nothing else is ready to be written (`wait`), then takes whatever else
 /// is there without waiting. Returns true once the fetch stage is done.
-async fn receive(rx: &mut mpsc::Receiver<Item>, queue: &mut VecDeque<Item>, wait: bool) -> bool {
+pub(super) async fn receive(
+    rx: &mut mpsc::Receiver<Item>,
+    queue: &mut VecDeque<Item>,
+    wait: bool,
+) -> bool {
     if wait {
         match rx.recv().await {
             Some(item) => queue.push_back(item),
@@ -411,4 +462,21 @@ async fn receive(rx: &mut mpsc::Receiver<Item>, queue: &mut VecDeque<Item>, wait
         }
     }
     false
+}
+
+/// Drops the sessions that failed in a run over lanes (`dead` indexes
+/// `session` as 0, then `extra`); a failed `session` is replaced by the
+/// first extra one still alive.
+fn drop_dead(session: &mut imap::Session, extra: &mut Vec<imap::Session>, mut dead: Vec<usize>) {
+    dead.sort_unstable();
+    dead.dedup();
+    let main_dead = dead.first() == Some(&0);
+    for i in dead.into_iter().rev().filter(|&i| i > 0) {
+        if i <= extra.len() {
+            drop(extra.remove(i - 1));
+        }
+    }
+    if main_dead && !extra.is_empty() {
+        *session = extra.remove(0);
+    }
 }

@@ -23,7 +23,7 @@ pub(super) async fn run(
     if let Some(delay) = pop.login_delay() {
         report.retry_after = Some(delay);
     }
-    let mut listing = listing::list(acc, &mut pop, ledger, report).await?;
+    let mut listing = listing::list(acc, &mut pop, ledger, false, report).await?;
     let rows = match ledger {
         Some(l) => {
             known(l, &acc.name, listing.iter().map(|m| m.uidl.as_str()))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::FailureKind;
 use crate::config::{Account, ServerSettings};
 use crate::imap::{ImapError, ImapErrorKind};
-use crate::pop3::Pop3Error;
+use crate::pop3::{Pop3Error, Pop3ErrorKind};
 
 /// Why a pass stopped early.
 pub(super) struct Failure {
@@ -55,7 +55,11 @@ pub(super) fn pop_failure(account: &Account, what: &str, e: Pop3Error) -> Failur
     } else {
         FailureKind::Permanent
     };
-    let retry_after = e.is_login_delay().then_some(DEFAULT_LOGIN_DELAY);
+    // A token endpoint's Retry-After (clamped by `oauth`) is a floor too.
+    let retry_after = match e.kind() {
+        Pop3ErrorKind::Credential { source } => source.retry_after(),
+        _ => e.is_login_delay().then_some(DEFAULT_LOGIN_DELAY),
+    };
     Failure {
         kind,
         message: describe("POP3", &account.source, what, &e),
@@ -80,7 +84,10 @@ pub(super) fn imap_failure(account: &Account, what: &str, e: ImapError) -> Failu
             describe("IMAP", &account.target.server, what, &e)
         ),
         kind,
-        retry_after: None,
+        retry_after: match e.kind() {
+            ImapErrorKind::Credential { source } => source.retry_after(),
+            _ => None,
+        },
     }
 }
 

@@ -15,16 +15,25 @@ pub struct HeaderFacts {
     pub received: Option<DateTime>,
     /// The Date header.
     pub date: Option<DateTime>,
+    /// The SHA-256 (hex) of the header section itself, kept in the ledger:
+    /// a message listed later under the same UIDL and size is the copied
+    /// one only if its header section (TOP n 0) still has this digest.
+    pub header_sha256: String,
 }
 
 impl HeaderFacts {
     /// Parses a header section (the bytes up to and including the blank line).
     /// Malformed input gives empty facts, never an error.
     pub fn parse(header: &[u8]) -> HeaderFacts {
+        let header_sha256 = crate::spool::header_sha256(header);
         let Some(msg) = MessageParser::default().parse_headers(header) else {
-            return HeaderFacts::default();
+            return HeaderFacts {
+                header_sha256,
+                ..HeaderFacts::default()
+            };
         };
         HeaderFacts {
+            header_sha256,
             message_id: msg
                 .message_id()
                 .map(str::trim)
@@ -122,6 +131,7 @@ Subject: hi\r\n\r\n";
         let f = HeaderFacts::parse(b"\xff\xfe\x00garbage");
         assert_eq!(f.internal_date(InternalDate::Received), None);
         let f = HeaderFacts::parse(b"");
-        assert_eq!(f, HeaderFacts::default());
+        assert_eq!((f.message_id, f.received, f.date), (None, None, None));
+        assert_eq!(f.header_sha256, crate::spool::header_sha256(b""));
     }
 }

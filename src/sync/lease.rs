@@ -18,11 +18,12 @@ use tracing::{debug, warn};
 
 use crate::ledger::{Lease, Ledger, now};
 
-/// How long a lease lasts unless renewed.
-pub(super) const TTL: Duration = Duration::from_secs(60);
-/// How often a running pass renews its lease (well within [`TTL`], so that
-/// a slow ledger write or two do not lose it).
-const RENEW_EVERY: Duration = Duration::from_secs(15);
+/// How often a running pass renews its lease: a quarter of its time to
+/// live (`[ledger] lease_ttl`, 60 s by default), so that a slow ledger
+/// write or two do not lose it.
+fn renew_every(ledger: &Ledger) -> Duration {
+    ledger.lease_ttl() / 4
+}
 
 /// This process's name as a lease holder: host, process id and a random
 /// tag (process ids are reused).
@@ -75,12 +76,14 @@ pub(super) struct HeldBy {
 /// Takes the lease on `account`, or says who has it. A lease held by a
 /// process of this host that is gone is taken over.
 pub(super) async fn take(ledger: &Ledger, account: &str) -> anyhow::Result<Result<(), HeldBy>> {
-    match ledger.take_lease(account, holder(), TTL).await? {
+    let ttl = ledger.lease_ttl();
+    match ledger.take_lease(account, holder(), ttl).await? {
         Lease::Held { .. } => Ok(Ok(())),
         Lease::HeldBy { holder: other, .. } if is_dead_here(&other) => {
             warn!(holder = %other, "Taking over the lease of a popferry process that is gone");
             ledger.release_lease(account, &other).await?;
-            match ledger.take_lease(account, holder(), TTL).await? {
+            let ttl = ledger.lease_ttl();
+            match ledger.take_lease(account, holder(), ttl).await? {
                 Lease::Held { .. } => Ok(Ok(())),
                 Lease::HeldBy { holder, until } => Ok(Err(HeldBy { holder, until })),
             }
@@ -97,20 +100,39 @@ pub(super) async fn release(ledger: &Ledger, account: &str) {
     }
 }
 
-/// Renews the lease until it is lost to another process; then cancels
-/// `stop` (the pass stops at its next safe point) and returns who took it.
-/// Runs for as long as it is polled otherwise.
+/// Renews the lease until it is lost to another process, or cannot be
+/// renewed for half its time to live (the ledger unreachable: another
+/// process may take it over once it expires); then cancels `stop` (the
+/// pass stops at its next safe point, before its next APPEND) and returns
+/// who took it. Runs for as long as it is polled otherwise.
 pub(super) async fn keep(ledger: &Ledger, account: &str, stop: &CancellationToken) -> HeldBy {
+    let ttl = ledger.lease_ttl();
+    let mut renewed = std::time::Instant::now();
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        match ledger.take_lease(account, holder(), TTL).await {
-            Ok(Lease::Held { .. }) => debug!("Lease renewed"),
+        tokio::time::sleep(renew_every(ledger)).await;
+        match ledger.take_lease(account, holder(), ttl).await {
+            Ok(Lease::Held { .. }) => {
+                renewed = std::time::Instant::now();
+                debug!("Lease renewed");
+            }
             Ok(Lease::HeldBy { holder, until }) => {
                 stop.cancel();
                 return HeldBy { holder, until };
             }
             // Tried again at the next turn; the lease outlives a few misses.
-            Err(e) => warn!("Cannot renew the account's lease: {e:#}"),
+            Err(e) if renewed.elapsed() < ttl / 2 => {
+                warn!("Cannot renew the account's lease: {e:#}")
+            }
+            Err(e) => {
+                warn!(
+                    "Cannot renew the account's lease, stopping the pass before it expires: {e:#}"
+                );
+                stop.cancel();
+                return HeldBy {
+                    holder: "nobody known (the ledger does not answer)".into(),
+                    until: now(),
+                };
+            }
         }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::failure::{Failure, describe, ledger_failure, pop_failure};
 use super::plan::{self, Listed};
@@ -36,11 +36,15 @@ pub const MAX_TOP_BYTES: usize = crate::spool::MAX_HEADER_BYTES * 4;
 /// see [`plan::resolve_keys`]). Messages that cannot
 /// be given an ID are left out and reported in `report`. `ledger` (none in
 /// a dry run without one) is read only when a server that answers no CAPA
-/// refuses UIDL, to tell a server without UIDL from a passing failure.
+/// refuses UIDL, to tell a server without UIDL from a passing failure, and
+/// when real UIDLs appear for an account known by derived IDs; only with
+/// `adopt` (not in a dry run) are its rows then renamed
+/// ([`adopt_real_uidls`]).
 pub(super) async fn list(
     acc: &Account,
     pop: &mut pop3::Session,
     ledger: Option<&Ledger>,
+    adopt: bool,
     report: &mut Report,
 ) -> Result<Vec<Listed>, Failure> {
     let (list, uidls) = pop
@@ -59,6 +63,9 @@ pub(super) async fn list(
                     ),
                 );
             }
+            if let Some(ledger) = ledger.filter(|_| adopt) {
+                adopt_real_uidls(acc, pop, ledger, &sizes, &ids).await?;
+            }
             (ids, false)
         }
         UidlReply::Refused { text } => {
@@ -69,6 +76,53 @@ pub(super) async fn list(
         }
     };
     Ok(plan::listing(&sizes, pairs, derived))
+}
+
+/// A server that gives real UIDLs to an account whose rows all have
+/// derived IDs (one without CAPA whose UIDL refusals were passing after
+/// all, or one upgraded): before the listing is planned, each message's
+/// derived ID is computed once more and the row that has it is renamed to
+/// the real UIDL. Without this every message would be new under its real
+/// UIDL and be copied again. One query when there is nothing to adopt (an
+/// account with real UIDLs already, the usual case).
+async fn adopt_real_uidls(
+    acc: &Account,
+    pop: &mut pop3::Session,
+    ledger: &Ledger,
+    sizes: &HashMap<u32, u64>,
+    ids: &[(u32, String)],
+) -> Result<(), Failure> {
+    let real = ledger
+        .has_server_uidls(&acc.name)
+        .await
+        .map_err(ledger_failure)?;
+    if real
+        || ids.is_empty()
+        || !ledger
+            .has_derived_uidls(&acc.name)
+            .await
+            .map_err(ledger_failure)?
+    {
+        return Ok(());
+    }
+    warn!(
+        "The POP3 server gives UIDLs now, where this account's messages were known by IDs derived from their headers; matching them once (TOP n 0 for each message)"
+    );
+    // Problems (a header too large to derive an ID from) were reported when
+    // the IDs were derived; the message then has no row to adopt.
+    let mut scratch = Report::default();
+    let derived = derive_ids(acc, pop, sizes, &mut scratch).await?;
+    let by_number: HashMap<u32, &str> = ids.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    let pairs: Vec<(String, String)> = derived
+        .into_iter()
+        .filter_map(|(n, d)| by_number.get(&n).map(|u| (d, (*u).to_owned())))
+        .collect();
+    let renamed = ledger
+        .rekey_derived(&acc.name, &pairs)
+        .await
+        .map_err(ledger_failure)?;
+    info!(renamed, "Rows now keyed by the server's UIDLs");
+    Ok(())
 }
 
 /// May a session whose UIDL was refused derive IDs from headers? Only when
@@ -174,7 +228,7 @@ async fn derive_ids(
 /// step after the part that counts: a reply longer than this abandons the
 /// session (a message cannot be longer than max_message_size by more than
 /// its LIST lie).
-fn drain_limit(acc: &Account, size: u64) -> u64 {
+pub(super) fn drain_limit(acc: &Account, size: u64) -> u64 {
     acc.policy.max_message_size.max(size).saturating_mul(2).max(
         u64::try_from(MAX_TOP_BYTES)
             .unwrap_or(u64::MAX)

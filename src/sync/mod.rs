@@ -6,8 +6,11 @@
 //! recovery is over) are pure functions in [`plan`], tested with tables of
 //! cases; the stages that carry them out are small modules, in the order
 //! [`pass`] runs them: [`listing`], [`fetch`] and [`append`] (joined by a
-//! bounded queue, with [`settle`] for messages that may already be in the
-//! target), then [`delete`]. [`dry`] is the dry run. The rules they keep:
+//! bounded queue; [`lanes`] spreads the APPENDs over several sessions
+//! where the target lacks LITERAL+, with [`settle`] for messages that may
+//! already be in the target), then [`delete`] (with [`reuse`], which reads
+//! a message again before a DELE that its UIDL alone would allow). [`dry`]
+//! is the dry run. The rules they keep:
 //! - the ledger records the intent (durably) before an APPEND is sent, and
 //!   the result (durably) after the server's OK;
 //! - an intent found unresolved is settled by looking in the target mailbox
@@ -17,7 +20,10 @@
 //! - a message the target refuses is retried on later runs up to
 //!   `max_attempts`, then rejected; it never stops the messages after it.
 //!
-//! The daemon and `popferry sync` both call [`run_once`].
+//! The daemon and `popferry sync` both call [`run_once`]; `popferry
+//! verify` calls [`verify()`], which compares the POP3 listing, the ledger
+//! and the target with the same listing and plan ([`verify_plan`] holds its
+//! verdicts).
 
 mod append;
 mod delete;
@@ -25,16 +31,21 @@ mod dry;
 mod failure;
 mod fetch;
 pub mod headers;
+mod lanes;
 mod lease;
 mod listing;
 mod outcome;
 mod pass;
 pub mod plan;
+mod reuse;
 mod settle;
+mod verify;
+pub mod verify_plan;
 
 use std::time::Duration;
 
 pub use pass::run_once;
+pub use verify::{Problem, Repaired, TargetMessage, VerifyOptions, VerifyReport, verify};
 
 /// How a pass should behave.
 #[derive(Clone)]
@@ -49,6 +60,10 @@ pub struct Options {
     pub delete_batch: usize,
     /// Stop at the next safe point (between messages) when cancelled.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// An account another process holds is a failure of this run (`sync`:
+    /// exit status 1). Otherwise (the daemon, whose replicas share the
+    /// accounts) it is only not this process's turn: [`Report::held_by`].
+    pub held_is_failure: bool,
 }
 
 impl Default for Options {
@@ -58,6 +73,7 @@ impl Default for Options {
             spool_threshold: crate::spool::DEFAULT_MEMORY_THRESHOLD,
             delete_batch: 500,
             cancel: None,
+            held_is_failure: false,
         }
     }
 }
@@ -119,6 +135,10 @@ pub struct Report {
     /// The pass stopped at a safe point because of a shutdown: neither a
     /// success nor a failure.
     pub interrupted: bool,
+    /// No pass: another process (a replica) holds the account, described
+    /// so. Not a failure unless [`Options::held_is_failure`]; the next try
+    /// is no sooner than `retry_after` (the lease's expiry).
+    pub held_by: Option<String>,
 }
 
 impl Report {

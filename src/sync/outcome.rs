@@ -28,21 +28,48 @@ pub(super) async fn skip(
     size: u64,
     was_skipped: bool,
 ) -> Result<(), Failure> {
-    let acc = cx.account;
     let reason = format!(
         "{size} bytes is over max_message_size ({} bytes); left on the POP3 server",
-        acc.policy.max_message_size
+        cx.account.policy.max_message_size
     );
-    warn!(uidl = %m.key, "Skipping a message: {reason}");
+    skip_because(cx, report, m, size, was_skipped, reason).await
+}
+
+/// Records a message larger than the target's APPENDLIMIT (RFC 7889) and
+/// reports it like one over `max_message_size`: never sent, never deleted.
+pub(super) async fn skip_over_append_limit(
+    cx: &Ctx<'_>,
+    report: &mut Report,
+    m: &Listed,
+    size: u64,
+    limit: u64,
+    was_skipped: bool,
+) -> Result<(), Failure> {
+    let reason = format!(
+        "{size} bytes is over the target's APPENDLIMIT ({limit} bytes); left on the POP3 server"
+    );
+    skip_because(cx, report, m, size, was_skipped, reason).await
+}
+
+async fn skip_because(
+    cx: &Ctx<'_>,
+    report: &mut Report,
+    m: &Listed,
+    size: u64,
+    was_skipped: bool,
+    reason: String,
+) -> Result<(), Failure> {
+    let acc = cx.account;
+    warn!(uidl = %m.key(), "Skipping a message: {reason}");
     cx.ledger
-        .record_skipped(&acc.name, &m.key, size, m.size, &reason)
+        .record_skipped(&acc.name, m.key(), size, m.size, &reason)
         .await
         .map_err(ledger_failure)?;
     if !was_skipped {
         report.skipped += 1;
         report
             .problems
-            .push(format!("{}: skipped: {reason}", m.key));
+            .push(format!("{}: skipped: {reason}", m.key()));
     }
     Ok(())
 }
@@ -58,10 +85,10 @@ pub(super) async fn retr_refused(
     let acc = cx.account;
     let state = cx
         .ledger
-        .record_retr_failure(&acc.name, &m.key, m.size, text, acc.policy.max_attempts)
+        .record_retr_failure(&acc.name, m.key(), m.size, text, acc.policy.max_attempts)
         .await
         .map_err(ledger_failure)?;
-    note_refusal(cx, report, &m.key, state, Refused::Retr, text);
+    note_refusal(cx, report, m.key(), state, Refused::Retr, text);
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use super::fetch::{self, Bounds, Produced};
 use super::headers::HeaderFacts;
 use super::plan::{self, Listed};
 use super::settle::{self, TargetState};
-use super::{FailureKind, Options, Progress, Report, delete, dry, lease, listing, outcome};
+use super::{FailureKind, Options, Progress, Report, delete, dry, lanes, lease, listing, outcome};
 use crate::config::Account;
 use crate::imap;
 use crate::ledger::{Intent, Ledger};
@@ -48,11 +48,12 @@ pub(super) fn intent<'x>(
     mailbox: &'x str,
 ) -> Intent<'x> {
     Intent {
-        uidl: &m.key,
+        uidl: m.key(),
         uidl_derived: m.derived,
         listed_size: m.size,
         size: msg.len(),
         sha256: sha,
+        header_sha256: Some(&facts.header_sha256),
         message_id: facts.message_id.as_deref(),
         message_date: facts.arrival().map(|d| d.to_timestamp()),
         mailbox,
@@ -139,11 +140,18 @@ async fn sync(cx: &Ctx<'_>, report: &mut Report) {
         Ok(Ok(())) => {}
         Ok(Err(held)) => {
             let wait = held.until.saturating_sub(crate::ledger::now()).max(1);
+            let retry_after = Some(Duration::from_secs(u64::try_from(wait).unwrap_or(1)));
+            if !cx.opts.held_is_failure {
+                // A replica's turn: not a failure, and no pass.
+                debug!(holder = %held.holder, "Another process holds the account; not passing it now");
+                report.held_by = Some(lease::describe(&held));
+                report.retry_after = retry_after;
+                return;
+            }
             let message = format!(
                 "skipped: another popferry process works on this account: {}",
                 lease::describe(&held)
             );
-            let retry_after = Some(Duration::from_secs(u64::try_from(wait).unwrap_or(1)));
             let f = Failure {
                 retry_after,
                 ..Failure::transient(message)
@@ -165,11 +173,14 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
     let mut pass = Pass {
         cx,
         target: None,
+        extra: Vec::new(),
+        extra_tried: false,
         recovering: false,
         attempted: HashSet::new(),
         login_delay: None,
         went_through_all: true,
         listed: Vec::new(),
+        resessioned: false,
         report,
     };
     let result = {
@@ -190,6 +201,7 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
     if let Some((session, _)) = pass.target.take() {
         let _ = session.logout().await;
     }
+    lanes::log_out(std::mem::take(&mut pass.extra)).await;
     let report = pass.report;
     if let Err(f) = result {
         fail(report, acc, f);
@@ -210,6 +222,8 @@ fn log_report(r: &Report, dry_run: bool) {
     if dry_run {
         info!(account = %r.account, would_copy = r.would_copy, would_copy_bytes = r.would_copy_bytes,
             would_delete = r.would_delete, "Dry run finished");
+    } else if let Some(h) = &r.held_by {
+        debug!(account = %r.account, "Not passed: the account is held by {h}");
     } else if r.interrupted && r.error.is_none() {
         info!(account = %r.account, copied = r.copied, skipped = r.skipped, rejected = r.rejected,
             failed = r.failed, deleted = r.deleted, bytes = r.bytes,
@@ -229,6 +243,10 @@ struct Pass<'p, 'a> {
     cx: &'p Ctx<'a>,
     /// The IMAP session, connected on first use.
     target: Option<(imap::Session, TargetState)>,
+    /// More sessions to the target, for a server without LITERAL+
+    /// ([`super::lanes`]); opened once per pass.
+    extra: Vec<imap::Session>,
+    extra_tried: bool,
     /// A lost ledger is being recovered: look in the target before every
     /// APPEND.
     recovering: bool,
@@ -239,8 +257,12 @@ struct Pass<'p, 'a> {
     login_delay: Option<Duration>,
     /// False once the pass stopped before going through the whole mailbox.
     went_through_all: bool,
-    /// While recovering: the UIDLs of the latest listing.
-    listed: Vec<String>,
+    /// While recovering: the latest listing (moved here, not copied: it
+    /// may hold 100,000 entries).
+    listed: Vec<Listed>,
+    /// A session found a message listed under the UIDL of another and
+    /// asked for one more session to copy it (once per pass).
+    resessioned: bool,
     report: &'p mut Report,
 }
 
@@ -259,7 +281,7 @@ impl Pass<'_, '_> {
         if !self.recovering {
             return Ok(());
         }
-        let uidls = self.listed.iter().map(|k| k.split(' ').next().unwrap_or(k));
+        let uidls = self.listed.iter().map(|m| m.uidl.as_str());
         let rows = known(self.cx.ledger, name, uidls).await?.rows;
         let (all, interrupted) = (self.went_through_all, self.report.interrupted);
         if plan::recovery_complete(&self.listed, &rows, all, interrupted) {
@@ -277,6 +299,16 @@ impl Pass<'_, '_> {
 
     /// One POP3 session. Returns true when another session is needed.
     async fn session(&mut self) -> Result<bool, Failure> {
+        let mut listing = Vec::new();
+        let more = self.session_listing(&mut listing).await;
+        if self.recovering {
+            self.listed = listing;
+        }
+        more
+    }
+
+    /// [`Self::session`], leaving its listing in `listing`.
+    async fn session_listing(&mut self, listing: &mut Vec<Listed>) -> Result<bool, Failure> {
         let cx = self.cx;
         let acc = cx.account;
         let mut pop = pop3::connect(&acc.source)
@@ -286,14 +318,15 @@ impl Pass<'_, '_> {
             self.login_delay = Some(delay);
             self.report.retry_after = Some(self.report.retry_after.map_or(delay, |d| d.max(delay)));
         }
-        let mut listing = listing::list(acc, &mut pop, Some(cx.ledger), self.report).await?;
+        *listing = listing::list(acc, &mut pop, Some(cx.ledger), true, self.report).await?;
+        let listing = &mut *listing;
         let known = known(
             cx.ledger,
             &acc.name,
             listing.iter().map(|m| m.uidl.as_str()),
         )
         .await?;
-        let rekeyed = plan::resolve_keys(&mut listing, &known.rows);
+        let rekeyed = plan::resolve_keys(listing, &known.rows);
         // Said once, when the ledger first meets the message.
         for r in rekeyed.iter().filter(|r| !known.rows.contains_key(&r.key)) {
             if r.twice_listed {
@@ -303,7 +336,7 @@ impl Pass<'_, '_> {
             }
         }
         let rows = known.rows;
-        if !self.recovering && plan::starts_recovery(known.total, &listing) {
+        if !self.recovering && plan::starts_recovery(known.total, listing) {
             // Durably, before anything is appended: a recovery cut short
             // must go on recovering.
             cx.ledger
@@ -311,9 +344,6 @@ impl Pass<'_, '_> {
                 .await
                 .map_err(ledger_failure)?;
             self.recovering = true;
-        }
-        if self.recovering {
-            self.listed = listing.iter().map(|m| m.key.clone()).collect();
         }
         let gone = plan::gone(&known.unlisted_appended, &acc.policy.delete);
         if !gone.is_empty() {
@@ -324,7 +354,7 @@ impl Pass<'_, '_> {
         }
 
         let plan = plan::session(&plan::Inputs {
-            listing: &listing,
+            listing,
             rows: &rows,
             policy: &acc.policy,
             attempted: &self.attempted,
@@ -343,7 +373,7 @@ impl Pass<'_, '_> {
         // Only a later session of this pass needs to know (delete batches).
         if plan.more {
             self.attempted
-                .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
+                .extend(plan.fetch.iter().map(|f| f.listed.key().to_owned()));
         }
         // Every pass logs in to the target, with or without anything to
         // copy: a broken target credential is reported at once, not when the
@@ -352,8 +382,9 @@ impl Pass<'_, '_> {
             self.target = Some(settle::connect(acc, self.recovering).await?);
         }
         if plan.fetch.is_empty() {
-            delete::delete_and_quit(cx, self.report, pop, &listing).await?;
-            return Ok(plan.more);
+            let superseded =
+                delete::delete_and_quit(cx, self.report, pop, listing, &HashSet::new()).await?;
+            return Ok(plan.more || self.once_more(superseded));
         }
 
         // The POP3 side reads (RETR, pipelined where offered) while the IMAP
@@ -361,6 +392,10 @@ impl Pass<'_, '_> {
         let Some((session, target)) = self.target.as_mut() else {
             return Err(session_lost());
         };
+        if !self.extra_tried {
+            self.extra_tried = true;
+            self.extra = lanes::more_sessions(acc, session, plan.fetch.len()).await;
+        }
         let numbers: Vec<u32> = plan.fetch.iter().map(|f| f.listed.number).collect();
         let (tx, rx) = mpsc::channel(fetch::QUEUE);
         let bounds = Bounds::new();
@@ -368,7 +403,7 @@ impl Pass<'_, '_> {
         let mut appender = Appender::new(cx, self.report, &plan.fetch, self.recovering, target);
         let (produced, consumed) = tokio::join!(
             fetch::produce(&mut pop, acc, &numbers, threshold, tx, &bounds),
-            appender.run(session, rx)
+            appender.run(session, &mut self.extra, rx)
         );
         consumed?;
         if produced? == Produced::SessionLost {
@@ -377,16 +412,28 @@ impl Pass<'_, '_> {
             // without this batch.
             if !plan.more {
                 self.attempted
-                    .extend(plan.fetch.iter().map(|f| f.listed.key.clone()));
+                    .extend(plan.fetch.iter().map(|f| f.listed.key().to_owned()));
             }
             return Ok(!self.report.interrupted);
         }
         let interrupted = self.report.interrupted;
-        delete::delete_and_quit(cx, self.report, pop, &listing).await?;
-        if !plan.more || interrupted {
+        let seen: HashSet<&str> = plan.fetch.iter().map(|f| f.listed.key()).collect();
+        let superseded = delete::delete_and_quit(cx, self.report, pop, listing, &seen).await?;
+        if !(plan.more || self.once_more(superseded)) || interrupted {
             return Ok(false);
         }
         self.wait_login_delay().await
+    }
+
+    /// After a session found a message under the UIDL (and size) of one
+    /// copied earlier: one more session copies it in this pass, rather than
+    /// on the next (only once per pass, whatever the server does).
+    fn once_more(&mut self, superseded: bool) -> bool {
+        if !superseded || self.resessioned {
+            return false;
+        }
+        self.resessioned = true;
+        true
     }
 
     /// Another batch means another login: LOGIN-DELAY is waited out, or,

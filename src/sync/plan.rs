@@ -25,13 +25,23 @@ pub struct Listed {
     pub number: u32,
     /// The server's UIDL, or one derived from the header section.
     pub uidl: String,
-    /// The message's key in the ledger: its UIDL, unless that UIDL is
-    /// another message's (see [`resolve_keys`]).
-    pub key: String,
+    /// The message's key in the ledger when it is not its UIDL, because
+    /// that UIDL is another message's (see [`resolve_keys`]). Kept apart
+    /// (rather than a key for every message) so that a listing of 100,000
+    /// messages holds each UIDL once; [`Listed::key`] reads it.
+    pub rekey: Option<String>,
     /// The UIDL was derived (the server has no UIDL).
     pub derived: bool,
     /// The size LIST announced (a server may lie about it).
     pub size: u64,
+}
+
+impl Listed {
+    /// The message's key in the ledger: its UIDL, unless [`resolve_keys`]
+    /// gave it another.
+    pub fn key(&self) -> &str {
+        self.rekey.as_deref().unwrap_or(&self.uidl)
+    }
 }
 
 /// Joins LIST and UIDL into one listing, in the server's UIDL order; a
@@ -44,7 +54,7 @@ pub fn listing(sizes: &HashMap<u32, u64>, uidls: Vec<(u32, String)>, derived: bo
         .map(|(number, uidl)| Listed {
             number,
             size: sizes.get(&number).copied().unwrap_or(0),
-            key: uidl.clone(),
+            rekey: None,
             uidl,
             derived,
         })
@@ -67,6 +77,8 @@ pub struct Rekeyed {
 /// trusted alone). The key is the UIDL, unless
 /// - the ledger's row for that UIDL was written with another LIST size
 ///   (the server gave the UIDL of a message that is gone to a new one), or
+///   is marked superseded (the same, found out from the header section
+///   before a DELE, when the size agreed; see [`super::reuse`]), or
 /// - an earlier message of this listing has the key already (two messages
 ///   listed at once under one UIDL: popa3d's header hashes, GNU Mailutils'
 ///   X-UIDL copies);
@@ -84,12 +96,14 @@ pub fn resolve_keys(listing: &mut [Listed], rows: &HashMap<String, Known>) -> Ve
     for (i, m) in listing.iter().enumerate() {
         let reused = rows
             .get(&m.uidl)
-            .is_some_and(|r| r.listed_size.is_some_and(|s| s != m.size));
+            .is_some_and(|r| r.superseded || r.listed_size.is_some_and(|s| s != m.size));
         let twice = plain.contains(m.uidl.as_str());
         if reused || twice {
             let mut key = format!("{} {}", m.uidl, m.size);
             let mut n = 2u32;
-            while made.contains(&key) {
+            // A key whose row was superseded in turn names a message that
+            // is gone too: the next one.
+            while made.contains(&key) || rows.get(&key).is_some_and(|r| r.superseded) {
                 key = format!("{} {} {n}", m.uidl, m.size);
                 n = n.saturating_add(1);
             }
@@ -109,7 +123,7 @@ pub fn resolve_keys(listing: &mut [Listed], rows: &HashMap<String, Known>) -> Ve
                 key: key.clone(),
                 twice_listed: twice,
             });
-            m.key = key;
+            m.rekey = Some(key);
         }
     }
     out
@@ -160,7 +174,7 @@ pub fn deletable<'l>(
     listing
         .iter()
         .filter(|m| {
-            rows.get(&m.key)
+            rows.get(m.key())
                 .is_some_and(|r| r.state == State::Appended && may_delete(policy, r, now))
         })
         .collect()
@@ -196,15 +210,15 @@ pub fn starts_recovery(rows_in_all: u64, listing: &[Listed]) -> bool {
 /// abandoned before it was read), `pending` (its RETR or APPEND was
 /// refused) or `appending` was not looked up, so recovery goes on.
 pub fn recovery_complete(
-    listed: &[String],
+    listed: &[Listed],
     rows: &HashMap<String, Known>,
     went_through_all: bool,
     interrupted: bool,
 ) -> bool {
     went_through_all
         && !interrupted
-        && listed.iter().all(|u| {
-            rows.get(u).is_some_and(|r| match r.state {
+        && listed.iter().all(|m| {
+            rows.get(m.key()).is_some_and(|r| match r.state {
                 State::Appended | State::Deleted | State::Rejected | State::Skipped => true,
                 State::Appending | State::Pending => false,
             })
@@ -298,8 +312,8 @@ pub fn session<'l>(i: &Inputs<'l, '_>) -> SessionPlan<'l> {
         i.delete_batch.max(1)
     };
     let mut fetching = 0usize;
-    for m in i.listing.iter().filter(|m| !i.attempted.contains(&m.key)) {
-        let row = i.rows.get(&m.key);
+    for m in i.listing.iter().filter(|m| !i.attempted.contains(m.key())) {
+        let row = i.rows.get(m.key());
         if !wanted(m, row, max) {
             continue;
         }
@@ -344,7 +358,7 @@ pub fn dry_run(
     let max = policy.max_message_size;
     let mut out = DryRun::default();
     for m in listing {
-        let row = rows.get(&m.key);
+        let row = rows.get(m.key());
         if wanted(m, row, max) && m.size <= max {
             out.would_copy += 1;
             out.would_copy_bytes = out.would_copy_bytes.saturating_add(m.size);

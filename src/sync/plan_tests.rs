@@ -24,7 +24,7 @@ fn listed(number: u32, uidl: &str, size: u64) -> Listed {
     Listed {
         number,
         uidl: uidl.into(),
-        key: uidl.into(),
+        rekey: None,
         derived: false,
         size,
     }
@@ -39,6 +39,7 @@ fn row(key: &str, state: State, size: u64) -> (String, Known) {
         digest: false,
         message_date: None,
         appended_at: Some(NOW),
+        superseded: false,
     };
     (key.into(), known)
 }
@@ -196,7 +197,7 @@ fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
         !starts_recovery(1, &listing),
         "the ledger knows the account (rows of other messages count)"
     );
-    let listed: Vec<String> = ["a", "b"].map(String::from).into();
+    let listed = vec![listed(1, "a", 1), listed(2, "b", 1)];
     let done = rows(vec![
         row("a", State::Appended, 1),
         row("b", State::Rejected, 1),
@@ -352,7 +353,7 @@ fn the_listing_keeps_the_servers_order_and_sizes() {
     );
     assert_eq!(
         list.iter()
-            .map(|m| (m.number, m.uidl.as_str(), m.key.as_str(), m.size))
+            .map(|m| (m.number, m.uidl.as_str(), m.key(), m.size))
             .collect::<Vec<_>>(),
         [(2, "b", "b", 20), (1, "a", "a", 10), (4, "c", "c", 0)],
         "a message LIST did not mention has size 0"
@@ -361,7 +362,7 @@ fn the_listing_keeps_the_servers_order_and_sizes() {
 
 /// Keys after [`resolve_keys`], in listing order.
 fn keys_of(list: &[Listed]) -> Vec<&str> {
-    list.iter().map(|m| m.key.as_str()).collect()
+    list.iter().map(|m| m.key()).collect()
 }
 
 fn with_listed_size(mut r: (String, Known), listed: u64) -> (String, Known) {
@@ -439,6 +440,38 @@ fn the_same_size_keeps_the_key_and_old_rows_match_by_uidl() {
     assert_eq!(keys_of(&list), ["u"]);
 }
 
+/// A row marked superseded (a DELE's check found another message under
+/// its UIDL and size) gives the message listed now a key of its own, and a
+/// superseded key in turn gives the next one.
+#[test]
+fn a_superseded_row_gives_the_listed_message_a_key_of_its_own() {
+    let superseded = |(k, mut r): (String, Known)| {
+        r.superseded = true;
+        (k, r)
+    };
+    let one = rows(vec![superseded(with_listed_size(
+        row("u", State::Appended, 100),
+        100,
+    ))]);
+    let mut list = vec![listed(1, "u", 100)];
+    let re = resolve_keys(&mut list, &one);
+    assert_eq!(keys_of(&list), ["u 100"]);
+    assert_eq!(re.len(), 1);
+    assert!(!re.iter().any(|r| r.twice_listed));
+    // That message is new: fetched, not deletable by the old row.
+    let (fetch, ..) = plan_of(&list, &one, DeletePolicy::AfterSync, &HashSet::new(), 10);
+    assert_eq!(fetch, ["u"]);
+    assert!(deletable(&list, &one, &DeletePolicy::AfterSync, NOW).is_empty());
+    // Its own key superseded in turn: the next key.
+    let two = rows(vec![
+        superseded(with_listed_size(row("u", State::Appended, 100), 100)),
+        superseded(with_listed_size(row("u 100", State::Appended, 100), 100)),
+    ]);
+    let mut list = vec![listed(1, "u", 100)];
+    resolve_keys(&mut list, &two);
+    assert_eq!(keys_of(&list), ["u 100 2"]);
+}
+
 #[test]
 fn messages_listed_at_once_under_one_uidl_each_get_a_key() {
     let none = HashMap::new();
@@ -455,7 +488,7 @@ fn messages_listed_at_once_under_one_uidl_each_get_a_key() {
     // Stable: the same listing gives the same keys on the next pass.
     let mut again = list.clone();
     for m in &mut again {
-        m.key = m.uidl.clone();
+        m.rekey = None;
     }
     resolve_keys(&mut again, &none);
     assert_eq!(keys_of(&again), keys_of(&list));

@@ -91,12 +91,12 @@ pub(super) async fn settle(
     let found = find_in_target(session, acc, msg, &facts, &claimed).await;
     let claimed = target.claimed.insert(claimed);
     let Some(uid) = found? else {
-        debug!(uidl = %m.key, "Not in the target mailbox; appending");
+        debug!(uidl = %m.key(), "Not in the target mailbox; appending");
         return Ok(false);
     };
-    info!(uidl = %m.key, uid, "Already in the target mailbox; not appending again");
+    info!(uidl = %m.key(), uid, "Already in the target mailbox; not appending again");
     cx.ledger
-        .record_appended(&acc.name, &m.key, target.uidvalidity, Some(uid))
+        .record_appended(&acc.name, m.key(), target.uidvalidity, Some(uid))
         .await
         .map_err(ledger_failure)?;
     claimed.insert(uid);

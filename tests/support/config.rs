@@ -92,10 +92,17 @@ pub struct ConfigBuilder {
     pub dir: PathBuf,
     pub file_name: String,
     pub ledger: PathBuf,
+    /// `[ledger] url` instead of `path` (a PostgreSQL ledger): see
+    /// [`Self::postgres`].
+    pub ledger_url: Option<String>,
+    /// `[ledger] lease_ttl`.
+    pub lease_ttl: Option<String>,
     pub accounts: Vec<Account>,
     pub daemon_poll_interval: Option<String>,
     pub daemon_max_concurrent_accounts: Option<u32>,
     pub daemon_listen: Option<String>,
+    /// Raw `key = value` lines added to `[daemon]`.
+    pub daemon_extra: String,
     /// Raw TOML appended at the end; start it with a `[table]` header.
     pub extra_toml: String,
     ca_file: PathBuf,
@@ -156,12 +163,15 @@ impl ConfigBuilder {
         let dir = d.scratch();
         let mut b = ConfigBuilder {
             ledger: dir.join("ledger.db"),
+            ledger_url: None,
+            lease_ttl: None,
             dir,
             file_name: "popferry.toml".to_string(),
             accounts: Vec::new(),
             daemon_poll_interval: None,
             daemon_max_concurrent_accounts: None,
             daemon_listen: None,
+            daemon_extra: String::new(),
             extra_toml: String::new(),
             ca_file: d.ca_file.clone(),
             ports: [d.pop3_port, d.pop3s_port, d.imap_port, d.imaps_port],
@@ -393,6 +403,12 @@ impl ConfigBuilder {
         self.daemon_listen = Some(addr.to_string());
         self
     }
+    /// Adds raw `key = value` lines (each ending in a newline) to `[daemon]`.
+    pub fn daemon_extra(mut self, lines: &str) -> Self {
+        self.daemon_extra.push_str(lines);
+        self
+    }
+
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self.extra_toml.push('\n');
@@ -403,6 +419,26 @@ impl ConfigBuilder {
         self.ledger.clone()
     }
 
+    /// A PostgreSQL ledger at `url` instead of the SQLite file.
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.ledger_url = Some(url.to_string());
+        self
+    }
+
+    /// `[ledger] lease_ttl`.
+    pub fn lease_ttl(mut self, v: &str) -> Self {
+        self.lease_ttl = Some(v.to_string());
+        self
+    }
+
+    /// Where this configuration's ledger is, for `support::ledger`.
+    pub fn ledger_at(&self) -> super::ledger::LedgerAt {
+        match &self.ledger_url {
+            Some(url) => super::ledger::LedgerAt::Postgres(url.clone()),
+            None => super::ledger::LedgerAt::Sqlite(self.ledger.clone()),
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(&self.file_name)
     }
@@ -410,10 +446,21 @@ impl ConfigBuilder {
     /// The TOML text.
     pub fn to_toml(&self) -> String {
         let mut t = String::from("# written by popferry's test harness\n[ledger]\n");
-        let _ = writeln!(t, "path = {}", path_str(&self.ledger));
+        match &self.ledger_url {
+            Some(url) => {
+                let _ = writeln!(t, "url = {}", toml_str(url));
+            }
+            None => {
+                let _ = writeln!(t, "path = {}", path_str(&self.ledger));
+            }
+        }
+        if let Some(v) = &self.lease_ttl {
+            let _ = writeln!(t, "lease_ttl = {}", toml_str(v));
+        }
         if self.daemon_poll_interval.is_some()
             || self.daemon_max_concurrent_accounts.is_some()
             || self.daemon_listen.is_some()
+            || !self.daemon_extra.is_empty()
         {
             t.push_str("\n[daemon]\n");
             if let Some(v) = &self.daemon_poll_interval {
@@ -425,6 +472,7 @@ impl ConfigBuilder {
             if let Some(v) = &self.daemon_listen {
                 let _ = writeln!(t, "listen = {}", toml_str(v));
             }
+            t.push_str(&self.daemon_extra);
         }
         for a in &self.accounts {
             t.push_str("\n[[accounts]]\n");
@@ -536,10 +584,22 @@ pub fn popferry(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// [`popferry`] with an explicit time limit (killed and panics when exceeded).
 pub fn popferry_with_timeout(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut cmd = popferry_command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
+    output_within(cmd, limit)
+}
+
+/// Runs a prepared popferry `Command` (see [`popferry_command`]: a working
+/// directory, an environment of its own) to completion, stdout and stderr
+/// captured; killed and panics after `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", popferry_bin()));

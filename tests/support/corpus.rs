@@ -379,3 +379,22 @@ pub fn corpus_kind(kind: &str) -> Vec<u8> {
 pub fn messages(corpus: &[(&'static str, Vec<u8>)]) -> Vec<Vec<u8>> {
     corpus.iter().map(|(_, m)| m.clone()).collect()
 }
+
+/// `n` small distinct messages with a Message-ID, tagged so that no two
+/// share bytes (also across tags).
+pub fn small_messages(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "From: sender@example.test\r\n\
+                 To: someone@example.test\r\n\
+                 Subject: {tag} {i}\r\n\
+                 Date: Tue, 14 Nov 2023 10:00:00 +0000\r\n\
+                 Message-ID: <{tag}-{i}@small.popferry.test>\r\n\
+                 \r\n\
+                 Message {i} of {n} ({tag}).\r\n"
+            )
+            .into_bytes()
+        })
+        .collect()
+}

@@ -6,21 +6,31 @@
 //! - [`pop3::Pop3`] and [`imap::Imap`]: tiny raw clients written for the
 //!   harness, so that popferry is never verified with its own code.
 //! - [`corpus()`]: deterministic messages of every awkward kind.
+//! - [`DovecotBuilder::oauth2`] and [`jwt`]: a Dovecot that also takes
+//!   OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER), HS256 JWTs it validates
+//!   locally, and [`Dovecot::jwt`] to mint them.
 //! - [`ConfigBuilder`] / [`write_config`] / [`popferry`]: a popferry
 //!   configuration pointing at the Dovecot, and the binary under test.
+//! - [`daemon::RunningDaemon`]: `popferry run` as a child, and an HTTP GET.
+//! - [`postgres`]: a private PostgreSQL cluster per test binary, a database
+//!   per test; [`ledger::Backend`] runs a test on either ledger.
 //!
-//! A missing `dovecot` is a failing test, never a skip.
+//! A missing `dovecot` (or PostgreSQL) is a failing test, never a skip.
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
 pub mod config;
 pub mod corpus;
+pub mod daemon;
 pub mod fake_imap;
 pub mod fake_pop3;
 pub mod imap;
+pub mod jwt;
 pub mod ledger;
 pub mod pop3;
+pub mod postgres;
 pub mod proxy;
+pub mod token_endpoint;
 
 pub use config::{
     ConfigBuilder, Password, Tls, describe_output, popferry, popferry_bin, popferry_command,
@@ -30,6 +40,7 @@ pub use corpus::{corpus, corpus_kind, corpus_small};
 pub use imap::{Fetched, Imap, imap_append, imap_create, imap_fetch_all, imap_mailboxes};
 pub use pop3::Pop3;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::collections::hash_map::RandomState;
 use std::fs;
@@ -122,12 +133,17 @@ pub enum ServerCert {
     SelfSigned,
 }
 
+/// Gmail's IMAP capabilities after login (issue 11), as Dovecot's
+/// `imap_capability` setting.
+pub const GMAIL_CAPABILITY: &str = "IMAP4rev1 UNSELECT IDLE NAMESPACE ID CHILDREN UIDPLUS ENABLE MOVE CONDSTORE ESEARCH LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE APPENDLIMIT=35651584";
+
 /// Options for [`Dovecot`]; `Dovecot::start()` is `Dovecot::builder().start()`.
 #[derive(Clone, Debug)]
 pub struct DovecotBuilder {
     users: Vec<User>,
     extra_config: String,
     server_cert: ServerCert,
+    oauth2: bool,
 }
 
 impl DovecotBuilder {
@@ -148,8 +164,34 @@ impl DovecotBuilder {
         self.extra_config.push('\n');
         self
     }
+    /// The IMAP side announces Gmail's capability set after login
+    /// ([`GMAIL_CAPABILITY`]: LITERAL- but no LITERAL+, no MULTIAPPEND, no
+    /// BINARY, APPENDLIMIT=35651584). Only the announcement changes: Dovecot
+    /// itself still takes `{n+}`, so a client must decide from the
+    /// capability, never from what the server happens to accept.
+    pub fn gmail_shape(self) -> Self {
+        self.extra_config(&format!(
+            "protocol imap {{\n  imap_capability = {GMAIL_CAPABILITY}\n}}\n"
+        ))
+    }
+    /// At most `n` logged-in IMAP sessions per user and address: the next
+    /// login is refused (`* BYE Maximum number of connections ...`).
+    pub fn max_imap_connections(self, n: u32) -> Self {
+        self.extra_config(&format!(
+            "protocol imap {{\n  mail_max_userip_connections = {n}\n}}\n"
+        ))
+    }
     pub fn server_cert(mut self, which: ServerCert) -> Self {
         self.server_cert = which;
+        self
+    }
+    /// Also accept OAuth2 bearer tokens: `auth_mechanisms` gains `xoauth2
+    /// oauthbearer`, served by an `oauth2` passdb that validates HS256 JWTs
+    /// locally (no network) with a key of this instance, the user being the
+    /// token's `sub`. Passwords keep working (the passwd-file passdb stays
+    /// first). Mint tokens with [`Dovecot::jwt`].
+    pub fn oauth2(mut self) -> Self {
+        self.oauth2 = true;
         self
     }
     pub fn start(self) -> Dovecot {
@@ -199,6 +241,9 @@ pub struct Dovecot {
     /// The generated configuration.
     pub conf_file: PathBuf,
     pub users: Vec<User>,
+    /// The HS256 key the `oauth2` passdb checks tokens with (with
+    /// [`DovecotBuilder::oauth2`]).
+    oauth2_key: Option<Vec<u8>>,
     stderr_file: PathBuf,
     greeting: String,
     /// Owner to give seeded files (uid, gid).
@@ -372,6 +417,7 @@ impl Dovecot {
             users: default_users(),
             extra_config: String::new(),
             server_cert: ServerCert::Good,
+            oauth2: false,
         }
     }
 
@@ -476,6 +522,35 @@ impl Dovecot {
         let users_path = base.join("etc/users");
         fs::write(&users_path, users_file).expect("write users file");
 
+        // OAuth2: Dovecot 2.3 looks the key up in the dict as
+        // `shared/<azp>/<alg>/<kid>`, so `keys/default/HS256/default` for a
+        // token without `azp` and `kid`; the file holds the key in base64.
+        let mut extra_config = opts.extra_config.clone();
+        let oauth2_key = opts.oauth2.then(|| {
+            let key: Vec<u8> = (0..4).flat_map(|_| random_u64().to_le_bytes()).collect();
+            let dir = base.join("etc/keys/default/HS256");
+            fs::create_dir_all(&dir).expect("create oauth2 key dir");
+            fs::write(
+                dir.join("default"),
+                base64::engine::general_purpose::STANDARD.encode(&key),
+            )
+            .expect("write oauth2 key");
+            let ext = base.join("etc/dovecot-oauth2.conf.ext");
+            fs::write(
+                &ext,
+                format!(
+                    "introspection_mode = local\nlocal_validation_key_dict = fs:posix:prefix={}/\nusername_attribute = sub\n",
+                    base.join("etc/keys").display()
+                ),
+            )
+            .expect("write dovecot-oauth2.conf.ext");
+            extra_config.push_str(&format!(
+                "auth_mechanisms = plain login cram-md5 apop xoauth2 oauthbearer\npassdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                ext.display()
+            ));
+            key
+        });
+
         let greeting = format!("popferry-test-{:016x}", random_u64());
         let conf_file = base.join("dovecot.conf");
         let log_file = base.join("log/dovecot.log");
@@ -494,6 +569,7 @@ impl Dovecot {
             log_file,
             conf_file,
             users: opts.users.clone(),
+            oauth2_key,
             stderr_file,
             greeting,
             mail_owner,
@@ -523,7 +599,7 @@ impl Dovecot {
                 .replace("@IMAP_PORT@", &p3.to_string())
                 .replace("@IMAPS_PORT@", &p4.to_string())
                 .replace("@SERVICE_OVERRIDES@", &overrides)
-                .replace("@EXTRA@", &opts.extra_config);
+                .replace("@EXTRA@", &extra_config);
             fs::write(&d.conf_file, conf).expect("write dovecot.conf");
             match d.spawn(&bin) {
                 Ok(()) => return d,
@@ -726,6 +802,29 @@ impl Dovecot {
 
     pub fn password(&self, user: &str) -> &str {
         &self.user(user).password
+    }
+
+    /// An OAuth2 access token (an HS256 JWT) this instance accepts for
+    /// `user`, valid for `ttl_secs` (negative: expired that long ago).
+    /// Needs [`DovecotBuilder::oauth2`].
+    /// A token endpoint's minting function for this Dovecot: JWTs it
+    /// accepts, for the subject asked and the lifetime the endpoint gives.
+    pub fn jwt_mint(&self) -> token_endpoint::Mint {
+        let key = self
+            .oauth2_key
+            .clone()
+            .expect("start the Dovecot with .oauth2() to mint tokens");
+        std::sync::Arc::new(move |sub: &str, lifetime: u64| {
+            jwt::mint(&key, sub, i64::try_from(lifetime).unwrap_or(i64::MAX))
+        })
+    }
+
+    pub fn jwt(&self, user: &str, ttl_secs: i64) -> String {
+        let key = self
+            .oauth2_key
+            .as_deref()
+            .expect("start the Dovecot with .oauth2() to mint tokens");
+        jwt::mint(key, user, ttl_secs)
     }
 
     /// The user's Maildir (`<base>/mail/<user>/Maildir`).

@@ -96,17 +96,18 @@ impl Decoder {
         if !self.worth_trying() {
             return Ok(None);
         }
-        // A continuation request is one line whose text we never need (a
-        // SASL client mechanism's answer does not depend on it): taken as
-        // is, so that "+", "+ " and "+ text" are all understood.
+        // A continuation request is one line, taken as is, so that "+",
+        // "+ " and "+ text" are all understood; its text (a SASL challenge:
+        // an OAuth2 server's error report) is kept, bounded.
         if self.buf.first() == Some(&b'+') {
             let end = self
                 .buf
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(self.buf.len(), |i| i.saturating_add(1));
+            let text = continue_text(self.buf.get(..end).unwrap_or_default());
             self.consume(end);
-            return Ok(Some(Reply::Continue));
+            return Ok(Some(Reply::Continue(text)));
         }
         let (used, reply) = match ResponseCodec::default().decode(&self.buf) {
             Ok((rest, r)) => (self.buf.len().saturating_sub(rest.len()), convert(&r)),
@@ -120,9 +121,23 @@ impl Decoder {
     }
 }
 
+/// The text of a continuation line: after "+" and one space, without the
+/// line end, at most [`reply::MAX_CONTINUE_TEXT`] bytes.
+fn continue_text(line: &[u8]) -> Vec<u8> {
+    let text = line.strip_prefix(b"+").unwrap_or(line);
+    let text = text.strip_prefix(b" ").unwrap_or(text);
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    text.iter()
+        .take(reply::MAX_CONTINUE_TEXT)
+        .copied()
+        .collect()
+}
+
 fn convert(r: &Response<'_>) -> Reply {
     match r {
-        Response::CommandContinuationRequest(_) => Reply::Continue,
+        // Not reached (a "+" line is taken before imap-codec sees it).
+        Response::CommandContinuationRequest(_) => Reply::Continue(Vec::new()),
         Response::Data(d) => Reply::Untagged(reply::data(d)),
         Response::Status(s) => {
             let (state, tag, code, text) = match s {

@@ -8,7 +8,9 @@
 //! round of a SASL exchange); a completion that comes while we wait for "+"
 //! ends the command early (the server refused it before its literal).
 //! Pipelined commands match completions to tags with [`crate::window`]
-//! instead, through [`pipelined`].
+//! instead, through [`pipelined`]; a command written behind others
+//! ([`Flow::behind_others`]) hands their completions back as
+//! [`Step::Other`] while it waits for its own "+".
 
 use super::reply::{Done, Reply, Untagged};
 
@@ -38,11 +40,15 @@ pub enum Step {
     Data(Untagged),
     /// An untagged BYE: the server is about to close the connection.
     Bye(String),
-    /// The "+" the command waited for: send what comes next.
-    Proceed,
+    /// The "+" the command waited for: send what comes next. Its text (a
+    /// SASL challenge), bounded.
+    Proceed(Vec<u8>),
     /// The command's completion (after a [`Flow::expect_continue`]: a
     /// refusal before the literal).
     Done(Done),
+    /// The completion of an earlier pipelined command (only for a
+    /// [`Flow::behind_others`]); the caller matches its tag.
+    Other(String, Done),
 }
 
 /// One command in progress.
@@ -50,6 +56,8 @@ pub enum Step {
 pub struct Flow {
     tag: String,
     expect: Expect,
+    /// Earlier pipelined commands may complete while this one is written.
+    others: bool,
 }
 
 impl Flow {
@@ -57,6 +65,16 @@ impl Flow {
         Flow {
             tag: tag.to_owned(),
             expect: Expect::Completion,
+            others: false,
+        }
+    }
+
+    /// A command written while earlier pipelined ones may still complete:
+    /// their completions are [`Step::Other`], not out of step.
+    pub fn behind_others(tag: &str) -> Self {
+        Flow {
+            others: true,
+            ..Flow::new(tag)
         }
     }
 
@@ -82,13 +100,14 @@ impl Flow {
     pub fn on_reply(&mut self, reply: Reply) -> Result<Step, Misstep> {
         match reply {
             Reply::Tagged { tag, done } if tag == self.tag => Ok(Step::Done(done)),
+            Reply::Tagged { tag, done } if self.others => Ok(Step::Other(tag, done)),
             Reply::Tagged { .. } => Err(Misstep::ForeignTag),
-            Reply::Continue => match self.expect {
+            Reply::Continue(text) => match self.expect {
                 Expect::Continue => {
                     self.expect = Expect::Completion;
-                    Ok(Step::Proceed)
+                    Ok(Step::Proceed(text))
                 }
-                Expect::Challenges => Ok(Step::Proceed),
+                Expect::Challenges => Ok(Step::Proceed(text)),
                 Expect::Completion => Err(Misstep::UnexpectedContinue),
             },
             Reply::Untagged(Untagged::Bye(text)) => Ok(Step::Bye(text)),
@@ -103,7 +122,7 @@ impl Flow {
 pub fn pipelined(reply: Reply) -> Result<Pipelined, Misstep> {
     match reply {
         Reply::Tagged { tag, done } => Ok(Pipelined::Done(tag, done)),
-        Reply::Continue => Err(Misstep::UnexpectedContinue),
+        Reply::Continue(_) => Err(Misstep::UnexpectedContinue),
         Reply::Untagged(Untagged::Bye(text)) => Ok(Pipelined::Bye(text)),
         Reply::Untagged(_) => Ok(Pipelined::Data),
     }

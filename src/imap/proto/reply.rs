@@ -90,14 +90,20 @@ pub enum Untagged {
 /// One server reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `+ ...`: the server waits for a literal or a SASL response.
-    Continue,
+    /// `+ ...`: the server waits for a literal or a SASL response. The text
+    /// after `+ ` (a SASL challenge, base64), at most
+    /// [`MAX_CONTINUE_TEXT`] bytes, without the line end.
+    Continue(Vec<u8>),
     Tagged {
         tag: String,
         done: Done,
     },
     Untagged(Untagged),
 }
+
+/// Most bytes of a continuation's text kept: a SASL challenge of ours
+/// (an OAuth2 error report) is far shorter.
+pub const MAX_CONTINUE_TEXT: usize = 8 * 1024;
 
 /// What the greeting said.
 #[derive(Debug, Clone, PartialEq, Eq)]

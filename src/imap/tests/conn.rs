@@ -289,7 +289,7 @@ async fn login_sends_an_unusual_password_as_a_literal_and_refreshes_caps() {
         Send("* CAPABILITY IMAP4rev1 UIDPLUS BINARY\r\npf2 OK done\r\n"),
     ]);
     let mut c = conn(s, &["IMAP4rev1", "AUTH=PLAIN"]);
-    c.authenticate(&settings(ImapAuth::Login, "pä\"ss"), false)
+    c.authenticate(&settings(ImapAuth::Login, "pä\"ss"), false, None)
         .await
         .expect("login");
     assert!(c.caps.binary() && c.caps.uidplus());
@@ -304,7 +304,7 @@ async fn auto_uses_authenticate_plain_with_or_without_sasl_ir() {
         Send("pf1 OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in\r\n"),
     ]);
     let mut c = conn(s, &["AUTH=PLAIN", "SASL-IR"]);
-    c.authenticate(&settings(ImapAuth::Auto, "secret"), true)
+    c.authenticate(&settings(ImapAuth::Auto, "secret"), true, None)
         .await
         .expect("auth");
     assert!(c.caps.literal_plus());
@@ -318,7 +318,7 @@ async fn auto_uses_authenticate_plain_with_or_without_sasl_ir() {
     ]);
     let mut c = conn(s, &["AUTH=PLAIN"]);
     let e = c
-        .authenticate(&settings(ImapAuth::Auto, "secret"), true)
+        .authenticate(&settings(ImapAuth::Auto, "secret"), true, None)
         .await
         .expect_err("refused");
     assert!(
@@ -340,7 +340,7 @@ async fn a_second_plain_challenge_is_cancelled() {
     ]);
     let mut c = conn(s, &["AUTH=PLAIN", "SASL-IR"]);
     let e = c
-        .authenticate(&settings(ImapAuth::Plain, "secret"), true)
+        .authenticate(&settings(ImapAuth::Plain, "secret"), true, None)
         .await
         .expect_err("cancelled");
     assert!(matches!(e.kind(), ImapErrorKind::Auth { .. }), "{e}");
@@ -352,13 +352,16 @@ async fn login_refusals() {
     let (s, h) = fake(vec![]);
     let mut c = conn(s, &["LOGINDISABLED"]);
     let e = c
-        .authenticate(&settings(ImapAuth::Auto, "secret"), true)
+        .authenticate(&settings(ImapAuth::Auto, "secret"), true, None)
         .await
         .expect_err("disabled");
     assert!(matches!(e.kind(), ImapErrorKind::Auth { .. }), "{e}");
     let mut plain = settings(ImapAuth::Login, "secret");
     plain.allow_plaintext_password = false;
-    let e = c.authenticate(&plain, false).await.expect_err("plaintext");
+    let e = c
+        .authenticate(&plain, false, None)
+        .await
+        .expect_err("plaintext");
     assert!(matches!(e.kind(), ImapErrorKind::PlaintextRefused), "{e}");
     finish(c, h).await;
 
@@ -369,7 +372,7 @@ async fn login_refusals() {
     ]);
     let mut c = conn(s, &[]);
     let e = c
-        .authenticate(&settings(ImapAuth::Auto, "secret"), true)
+        .authenticate(&settings(ImapAuth::Auto, "secret"), true, None)
         .await
         .expect_err("unavailable");
     assert!(e.is_transient(), "{e}");

@@ -14,6 +14,7 @@ use super::conn::Conn;
 use crate::config::{ImapAuth, ServerSettings};
 use crate::net::{Endpoint, TlsMode};
 
+mod auth;
 mod conn;
 mod pipeline;
 mod proto;
@@ -112,6 +113,7 @@ pub(super) fn settings(auth: ImapAuth, password: &str) -> ServerSettings<ImapAut
         password: password.into(),
         auth,
         allow_plaintext_password: true,
+        oauth2: None,
     }
 }
 

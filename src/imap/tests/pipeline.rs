@@ -116,7 +116,6 @@ async fn without_literal_plus_each_append_waits_for_its_continuation() {
     let mut c = conn(s, &["IMAP4rev1", "UIDPLUS"]);
     let msgs = [b"a".as_slice(), b"b", b"c"].map(SpooledMessage::from_bytes);
     let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
-    assert_eq!(p.window(), 1);
     let mut results = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         while p.is_full() {
@@ -129,6 +128,52 @@ async fn without_literal_plus_each_append_waits_for_its_continuation() {
     assert!(results[1].1.as_ref().is_err_and(ImapError::is_overquota));
     assert_eq!(uid(&results[2].1), Some(2));
     drop(p);
+    finish(c, h).await;
+}
+
+#[tokio::test]
+async fn without_literal_plus_the_next_command_line_goes_out_before_the_completion() {
+    // The server answers pf1 only once pf2's command line is there, and
+    // asks for pf2's literal in the same write: a client that waited for
+    // pf1's OK before writing pf2 would hang here.
+    let (s, h) = fake(vec![
+        Expect("pf1 APPEND \"INBOX\" {1}"),
+        Send("+ go\r\n"),
+        ExpectBytes(b"a\r\n".to_vec()),
+        Expect("pf2 APPEND \"INBOX\" {1}"),
+        Send("* 1 EXISTS\r\npf1 OK [APPENDUID 9 1] ok\r\n+ go\r\n"),
+        ExpectBytes(b"b\r\n".to_vec()),
+        Expect("pf3 APPEND \"INBOX\" {1}"),
+        // Refused before its literal, after pf2's OK.
+        Send("pf2 OK [APPENDUID 9 2] ok\r\npf3 NO [OVERQUOTA] full\r\n"),
+        Expect("pf4 APPEND \"INBOX\" {1}"),
+        Send("+ go\r\n"),
+        ExpectBytes(b"d\r\n".to_vec()),
+        Send("pf4 OK [APPENDUID 9 3] ok\r\n"),
+    ]);
+    let mut c = conn(s, &["IMAP4rev1", "UIDPLUS"]);
+    let msgs = [b"a".as_slice(), b"b", b"c", b"d"].map(SpooledMessage::from_bytes);
+    let results = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut p = Pipe::new(&mut c, "INBOX", &[], 8, 1 << 20).expect("pipe");
+        let mut results = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            p.push(i as u32, m, None).await.expect("push");
+            // What is known is known without reading.
+            while let Some(r) = p.ready_result() {
+                results.push(r);
+            }
+        }
+        results.extend(drain(&mut p).await);
+        results
+    })
+    .await
+    .expect("the command line waited for the previous completion");
+    let got: Vec<(u32, Option<u32>)> = results.iter().map(|(t, r)| (*t, uid(r))).collect();
+    assert_eq!(
+        got,
+        vec![(0, Some(1)), (1, Some(2)), (2, None), (3, Some(3))]
+    );
+    assert!(results[2].1.as_ref().is_err_and(ImapError::is_overquota));
     finish(c, h).await;
 }
 

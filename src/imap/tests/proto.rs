@@ -126,7 +126,7 @@ fn script_replies() -> Vec<Reply> {
         ]))),
         Reply::Untagged(Untagged::Other),
         Reply::Untagged(Untagged::Other),
-        Reply::Continue,
+        Reply::Continue(b"go ahead".to_vec()),
         Reply::Untagged(Untagged::Status {
             messages: Some(3),
             uidvalidity: Some(9),
@@ -158,7 +158,7 @@ fn script_replies() -> Vec<Reply> {
                 caps: None,
             },
         },
-        Reply::Continue,
+        Reply::Continue(Vec::new()),
         Reply::Untagged(Untagged::Bye("shutting down".into())),
         Reply::Tagged {
             tag: "pf2".into(),
@@ -299,6 +299,28 @@ fn tagged(tag: &str) -> Reply {
 }
 
 #[test]
+fn a_continuation_keeps_its_text_bounded() {
+    assert_eq!(
+        replies(b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n+\r\n+ \n"),
+        vec![
+            Reply::Continue(b"eyJzdGF0dXMiOiI0MDEifQ==".to_vec()),
+            Reply::Continue(Vec::new()),
+            Reply::Continue(Vec::new()),
+        ]
+    );
+    let long = format!(
+        "+ {}\r\n",
+        "A".repeat(super::super::proto::reply::MAX_CONTINUE_TEXT + 100)
+    );
+    match replies(long.as_bytes()).as_slice() {
+        [Reply::Continue(text)] => {
+            assert_eq!(text.len(), super::super::proto::reply::MAX_CONTINUE_TEXT)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn the_flow_of_one_command() {
     let mut f = Flow::new("pf3");
     assert_eq!(f.tag(), "pf3");
@@ -311,7 +333,7 @@ fn the_flow_of_one_command() {
         Ok(Step::Bye("x".into()))
     );
     assert_eq!(
-        f.on_reply(Reply::Continue),
+        f.on_reply(Reply::Continue(Vec::new())),
         Err(Misstep::UnexpectedContinue)
     );
     assert_eq!(f.on_reply(tagged("pf2")), Err(Misstep::ForeignTag));
@@ -321,10 +343,13 @@ fn the_flow_of_one_command() {
     let mut f = Flow::new("pf4");
     f.expect_continue();
     assert!(f.waits_for_continue());
-    assert_eq!(f.on_reply(Reply::Continue), Ok(Step::Proceed));
+    assert_eq!(
+        f.on_reply(Reply::Continue(b"Ready".to_vec())),
+        Ok(Step::Proceed(b"Ready".to_vec()))
+    );
     assert!(!f.waits_for_continue());
     assert_eq!(
-        f.on_reply(Reply::Continue),
+        f.on_reply(Reply::Continue(Vec::new())),
         Err(Misstep::UnexpectedContinue)
     );
 
@@ -336,10 +361,26 @@ fn the_flow_of_one_command() {
     // SASL: any number of challenges.
     let mut f = Flow::new("pf6");
     f.expect_challenges();
-    for _ in 0..3 {
-        assert_eq!(f.on_reply(Reply::Continue), Ok(Step::Proceed));
+    for challenge in ["", "eyJzdGF0dXMiOiI0MDEifQ==", ""] {
+        let c = challenge.as_bytes().to_vec();
+        assert_eq!(f.on_reply(Reply::Continue(c.clone())), Ok(Step::Proceed(c)));
     }
     assert!(matches!(f.on_reply(tagged("pf6")), Ok(Step::Done(_))));
+}
+
+#[test]
+fn a_command_behind_others_hands_their_completions_back() {
+    // Written while pf1 is still owed its completion: pf1's OK may come
+    // before pf2's "+" (or after it), and is pf1's, not out of step.
+    let mut f = Flow::behind_others("pf2");
+    f.expect_continue();
+    assert!(matches!(f.on_reply(tagged("pf1")), Ok(Step::Other(t, _)) if t == "pf1"));
+    assert!(f.waits_for_continue());
+    assert_eq!(
+        f.on_reply(Reply::Continue(Vec::new())),
+        Ok(Step::Proceed(Vec::new()))
+    );
+    assert!(matches!(f.on_reply(tagged("pf2")), Ok(Step::Done(_))));
 }
 
 #[test]
@@ -357,7 +398,7 @@ fn pipelined_replies() {
         Ok(Pipelined::Bye("b".into()))
     );
     assert_eq!(
-        flow::pipelined(Reply::Continue),
+        flow::pipelined(Reply::Continue(Vec::new())),
         Err(Misstep::UnexpectedContinue)
     );
 }

@@ -10,7 +10,7 @@ use super::*;
 
 #[test]
 fn apop_digest_rfc1939_example() {
-    let d = super::client::apop_digest(b"<1896.697170952@dbc.mtview.ca.us>", "tanstaaf");
+    let d = crate::pop3::login::apop_digest(b"<1896.697170952@dbc.mtview.ca.us>", "tanstaaf");
     assert_eq!(d.as_str(), "c4c9334bac560ecc979e58001b3e22fb");
 }
 

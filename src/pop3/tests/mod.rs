@@ -6,6 +6,7 @@
 
 mod connect;
 mod login;
+mod oauth;
 mod pipeline;
 mod transaction;
 
@@ -122,6 +123,7 @@ fn settings(auth: Pop3Auth, allow_plaintext: bool) -> ServerSettings<Pop3Auth> {
         password: PASSWORD.into(),
         auth,
         allow_plaintext_password: allow_plaintext,
+        oauth2: None,
     }
 }
 

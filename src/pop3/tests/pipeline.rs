@@ -115,6 +115,7 @@ fn settings() -> ServerSettings<Pop3Auth> {
         password: "pw".into(),
         auth: Pop3Auth::User,
         allow_plaintext_password: true,
+        oauth2: None,
     }
 }
 

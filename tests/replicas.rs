@@ -1,0 +1,390 @@
+//! Replicas of `popferry run` sharing a PostgreSQL ledger (guarantee 9,
+//! issue 12), end to end: a real Dovecot, a real PostgreSQL (a private
+//! cluster, `tests/support/postgres.rs`), the real binary.
+//!
+//! Three replicas and thirty accounts: every message reaches its target
+//! mailbox exactly once (counted in the target and in the ledger); no
+//! account is ever passed by two processes at once (from the ledger's pass
+//! records); one replica SIGKILLed in the middle of a pass leaves its
+//! accounts to the others with no duplicate; a `popferry sync` started
+//! beside them adds nothing twice; SIGTERM makes each replica give its
+//! leases back and exit 0.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use popferry::ledger::{Lease, Ledger, PassRecord, State};
+use support::{ConfigBuilder, Dovecot, Storage, User, imap_fetch_all, popferry_command};
+
+const ACCOUNTS: usize = 30;
+const MESSAGES: usize = 4;
+const REPLICAS: usize = 3;
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn source(i: usize) -> String {
+    format!("src{i:02}")
+}
+
+fn mailbox(i: usize) -> String {
+    format!("acc{i:02}")
+}
+
+/// `n` small distinct messages of account `i`.
+fn messages(i: usize) -> Vec<Vec<u8>> {
+    (0..MESSAGES)
+        .map(|m| {
+            format!(
+                "From: sender@example.test\r\nTo: someone@example.test\r\n\
+                 Subject: account {i} message {m}\r\n\
+                 Date: Tue, 14 Nov 2023 10:00:00 +0000\r\n\
+                 Message-ID: <r{i}-{m}@replicas.popferry.test>\r\n\r\n\
+                 Body of message {m} of account {i}.\r\n{}\r\n",
+                "x".repeat(200 * m)
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// One runtime for the test's ledger handle (its pool's connections
+/// belong to the runtime that opened them).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .block_on(f)
+}
+
+/// One `popferry run`, its stderr in a file.
+struct Replica {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn start(config: &Path, log: PathBuf) -> Replica {
+        let stderr = fs::File::create(&log).expect("log file");
+        let child = popferry_command()
+            .args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn popferry run");
+        Replica {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The lease holder name of this process: "host pid N tag".
+    fn holds(&self, holder: &str) -> bool {
+        holder.contains(&format!(" pid {} ", self.pid()))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("kill -s \"$0\" \"$1\"")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -s {sig} {}", self.pid());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Rows `appended` per account, and every pass record, read in one go.
+fn snapshot(l: &Ledger) -> (Vec<usize>, Vec<Vec<PassRecord>>) {
+    block_on(async {
+        let mut done = Vec::new();
+        let mut passes = Vec::new();
+        for i in 0..ACCOUNTS {
+            let rows = l.messages(&source(i)).await.expect("rows");
+            done.push(rows.values().filter(|r| r.state == State::Appended).count());
+            passes.push(l.passes(&source(i)).await.expect("passes"));
+        }
+        (done, passes)
+    })
+}
+
+#[test]
+fn three_replicas_share_thirty_accounts_exactly_once_through_a_kill() {
+    let mut users: Vec<User> = (0..ACCOUNTS).map(|i| User::maildir(&source(i))).collect();
+    users.push(User::new("target", support::PASSWORD, Storage::Mdbox));
+    let d = Dovecot::builder().users(users).start();
+    let mut seeded: Vec<BTreeMap<String, usize>> = Vec::new();
+    for i in 0..ACCOUNTS {
+        let s = d.seed(&source(i), &messages(i));
+        let mut m = BTreeMap::new();
+        for x in s {
+            *m.entry(x.sha256_hex).or_insert(0) += 1;
+        }
+        seeded.push(m);
+    }
+    let db = support::postgres::database();
+    let mut b = ConfigBuilder::new(&d, &source(0), "target")
+        .mailbox(&mailbox(0))
+        .postgres(&db.url)
+        .lease_ttl("4s")
+        .daemon_poll_interval("6s")
+        .max_concurrent_accounts(4);
+    for i in 1..ACCOUNTS {
+        b = b
+            .add_account(&d, &source(i), &source(i), "target")
+            .mailbox(&mailbox(i));
+    }
+    let cfg = b.write();
+    let at = b.ledger_at();
+    let ledger = block_on(support::ledger::open(&at));
+
+    let mut replicas: Vec<Replica> = (0..REPLICAS)
+        .map(|r| Replica::start(&cfg, d.scratch().join(format!("replica{r}.log"))))
+        .collect();
+    let logs = |replicas: &[Replica]| {
+        replicas
+            .iter()
+            .enumerate()
+            .map(|(r, x)| format!("--- replica {r} ---\n{}", x.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // SIGKILL replica 0 as soon as it is in the middle of a pass.
+    let start = Instant::now();
+    let killed_at_us = loop {
+        let (_, passes) = snapshot(&ledger);
+        let open = passes
+            .iter()
+            .flatten()
+            .any(|p| p.ended_us.is_none() && replicas[0].holds(&p.holder));
+        if open {
+            replicas[0].signal("KILL");
+            let at = now_us();
+            replicas[0]
+                .wait_exit(Duration::from_secs(10))
+                .expect("killed");
+            break at;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "replica 0 never started a pass\n{}",
+            logs(&replicas)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // A one-shot sync beside the replicas: it skips what they hold.
+    let out = support::popferry(&["sync", "-c", cfg.to_str().expect("utf-8")], &[]);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0 | 1)),
+        "sync beside the replicas: {}",
+        support::describe_output(&out)
+    );
+
+    // Everything arrives.
+    loop {
+        let (done, _) = snapshot(&ledger);
+        if done.iter().all(|n| *n == MESSAGES) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not all accounts finished: {done:?}\n{}",
+            logs(&replicas)
+        );
+        for r in replicas.iter_mut().skip(1) {
+            assert!(
+                r.wait_exit(Duration::ZERO).is_none(),
+                "a replica exited\n{}",
+                r.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A few more polls on every account, to give a duplicate its chance.
+    std::thread::sleep(Duration::from_secs(8));
+
+    // SIGTERM: each surviving replica gives its leases back and exits 0.
+    for r in replicas.iter().skip(1) {
+        r.signal("TERM");
+    }
+    for r in replicas.iter_mut().skip(1) {
+        let status = r.wait_exit(Duration::from_secs(40));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit 0 on SIGTERM, got {status:?}\n{}",
+            r.log_text()
+        );
+    }
+    let after_term = block_on(async {
+        let mut held = Vec::new();
+        for i in 0..ACCOUNTS {
+            let got = ledger
+                .take_lease(&source(i), "the test", Duration::from_secs(60))
+                .await
+                .expect("take");
+            if let Lease::HeldBy { holder, .. } = got
+                && !replicas[0].holds(&holder)
+            {
+                held.push((source(i), holder));
+            }
+        }
+        held
+    });
+    assert!(
+        after_term.is_empty(),
+        "leases not given back on SIGTERM: {after_term:?}"
+    );
+
+    // Exactly once, in the target and in the ledger.
+    let (done, passes) = snapshot(&ledger);
+    assert!(done.iter().all(|n| *n == MESSAGES), "{done:?}");
+    for (i, want) in seeded.iter().enumerate() {
+        let got = imap_fetch_all(&d, "target", &mailbox(i));
+        let mut m = BTreeMap::new();
+        for f in got {
+            *m.entry(f.sha256_hex).or_insert(0) += 1;
+        }
+        assert_eq!(&m, want, "account {i}: every message once");
+    }
+
+    // No two passes of one account overlap. A pass of the killed replica
+    // never recorded its end: it ended at the kill.
+    let mut total = 0;
+    let mut by_replica = [0usize; REPLICAS];
+    for (i, ps) in passes.iter().enumerate() {
+        total += ps.len();
+        for p in ps {
+            for (r, x) in replicas.iter().enumerate() {
+                if x.holds(&p.holder) {
+                    by_replica[r] += 1;
+                }
+            }
+        }
+        for w in ps.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            let end = match a.ended_us {
+                Some(e) => e,
+                None if replicas[0].holds(&a.holder) => killed_at_us,
+                None => panic!("account {i}: a pass never ended: {a:?}"),
+            };
+            assert!(
+                end <= b.started_us,
+                "account {i}: two passes at once:\n{a:?}\n{b:?}"
+            );
+            assert!(b.generation > a.generation, "generations grow: {ps:?}");
+        }
+    }
+    assert!(total >= ACCOUNTS, "every account passed: {total}");
+    assert!(
+        by_replica.iter().skip(1).all(|n| *n > 0),
+        "both surviving replicas took part: {by_replica:?}"
+    );
+}
+
+fn config_text(ledger: &str) -> String {
+    format!(
+        "[ledger]\n{ledger}\n\n[[accounts]]\nname = \"legacy\"\n\n[accounts.source]\n\
+         host = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nusername = \"alice\"\npassword = \"pw1\"\n\n\
+         [accounts.target]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nusername = \"dave\"\npassword = \"pw2\"\n"
+    )
+}
+
+fn run_with(ledger: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("popferry.toml");
+    fs::write(&cfg, config_text(ledger)).expect("write");
+    let mut all = args.to_vec();
+    all.extend(["-c", cfg.to_str().expect("utf-8")]);
+    let out = support::popferry(&all, &[]);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `[ledger] url`: `status` reads a PostgreSQL ledger like a SQLite one;
+/// `path` and `url` together are a configuration error naming both; no
+/// message shows the URL's password.
+#[test]
+fn status_on_a_postgres_ledger_and_url_errors_without_the_password() {
+    let db = support::postgres::database();
+    let url = format!("url = \"{}\"", db.url);
+    let (code, out) = run_with(&url, &["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("legacy"), "{out}");
+
+    let (code, out) = run_with(
+        "path = \"l.db\"\nurl = \"postgres://pf:Hunter2-pw@127.0.0.1:9/p\"",
+        &["status"],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("path") && out.contains("url"), "{out}");
+    assert!(!out.contains("Hunter2-pw"), "{out}");
+
+    // Nothing listens on port 9: the connection fails, the password is not shown.
+    let (code, out) = run_with(
+        "url = \"postgres://pf:Hunter2-pw@127.0.0.1:9/p?connect_timeout=5\"",
+        &["status"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pf:***@127.0.0.1:9"), "{out}");
+    assert!(!out.contains("Hunter2-pw"), "{out}");
+}
