@@ -190,3 +190,51 @@ fn a_provider_saying_the_account_exceeded_its_limits_backs_off_without_rejecting
             .all(|m| !m.windows(marker.len()).any(|w| w == marker))
     );
 }
+
+/// The daemon: a spent budget is the account's state on the status page
+/// and in `/metrics`, and its next pass waits for the next UTC day.
+#[test]
+fn the_daemon_waits_for_the_next_day_and_says_so_on_its_page_and_metrics() {
+    use support::daemon::{RunningDaemon, free_port};
+    let d = Dovecot::start();
+    let seeded = d.seed("alice", &numbered(6));
+    let budget = seeded[0].size + seeded[1].size / 2;
+    let port = free_port();
+    let builder = ConfigBuilder::new(&d, "alice", "dave")
+        .name("paced")
+        .target_extra(&format!("max_upload_per_day = {budget}\n"))
+        .poll_interval("2s")
+        .listen(&format!("127.0.0.1:{port}"));
+    let cfg = builder.write();
+    let log = cfg.with_file_name("daemon.log");
+    let mut daemon = RunningDaemon::start(&cfg, port, &log);
+    daemon.wait_for("the budget to stop the first pass", |dm| {
+        dm.try_get("/", &[])
+            .is_some_and(|a| a.body.contains("budget spent"))
+    });
+    let page = daemon.get("/", &[]).body;
+    assert!(page.contains("resumes at"), "{page}");
+    let metrics = daemon.get("/metrics", &[]).body;
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("popferry_budget_resumes_at_timestamp_seconds{account=\"paced\"}"))
+        .unwrap_or_else(|| panic!("no budget gauge:\n{metrics}"));
+    let resumes: f64 = gauge
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{gauge}"));
+    assert!(resumes > 0.0 && resumes % 86_400.0 == 0.0, "{gauge}");
+    // Polls every 2 s, yet no second pass: the next one is planned for
+    // the next UTC day.
+    std::thread::sleep(Duration::from_secs(5));
+    let v = status(&cfg);
+    let next = v[0]["next_run"].as_i64().expect("next run planned");
+    assert!(
+        next as f64 >= resumes,
+        "next run {next} before {resumes}: {v}"
+    );
+    assert_eq!(v[0]["copied"], 1, "{v}");
+    assert_eq!(imap_fetch_all(&d, "dave", "INBOX").len(), 1);
+    daemon.stop();
+}
