@@ -140,28 +140,17 @@ impl std::fmt::Display for ImapError {
                 mechanism,
                 text,
                 detail,
-            } => {
-                write!(
-                    f,
-                    "IMAP server {server} refused the OAuth2 access token (AUTHENTICATE {mechanism}): {text}"
-                )?;
-                if let Some(detail) = detail {
-                    write!(f, " ({detail})")?;
-                }
-                write!(
-                    f,
-                    "; check the username, that the token is for this mailbox and its scope allows IMAP"
-                )
-            }
-            ImapErrorKind::WrongCredential { auth, got } => write!(
+            } => crate::sasl::write_token_refused(
                 f,
-                "IMAP server {server}: auth = \"{auth}\" cannot log in with {got}; {}",
-                if *got == "a password" {
-                    "it needs an OAuth2 access token ([accounts.target.oauth2])"
-                } else {
-                    "it needs a password"
-                }
+                "IMAP",
+                server,
+                &format!("AUTHENTICATE {mechanism}"),
+                text,
+                detail.as_deref(),
             ),
+            ImapErrorKind::WrongCredential { auth, got } => {
+                crate::sasl::write_wrong_credential(f, "IMAP", server, "target", auth, got)
+            }
             ImapErrorKind::No { code, text } => {
                 write!(f, "IMAP server {server} said NO{}: {text}", fmt_code(code))
             }
