@@ -331,6 +331,18 @@ impl Ledger {
         on_backend!(self, l => l.known(account, listed).await)
     }
 
+    /// How many of `keys` (ledger keys) have a row in one of `states`. The
+    /// rows are streamed and only counted, so a check over a whole listing
+    /// (the end of a recovery) holds no row.
+    pub async fn count_in_states(
+        &self,
+        account: &str,
+        keys: &HashSet<&str>,
+        states: &[State],
+    ) -> anyhow::Result<u64> {
+        on_backend!(self, l => l.count_in_states(account, keys, states).await)
+    }
+
     /// Whether any row of `account` is keyed by a UIDL the server gave (not
     /// one derived from headers): one query, not the account's history.
     pub async fn has_server_uidls(&self, account: &str) -> anyhow::Result<bool> {

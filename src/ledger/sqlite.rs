@@ -172,6 +172,29 @@ impl SqliteLedger {
         Ok(out)
     }
 
+    /// How many of `keys` have a row whose state is one of `states`,
+    /// streamed: nothing is kept but the count.
+    pub async fn count_in_states(
+        &self,
+        account: &str,
+        keys: &HashSet<&str>,
+        states: &[State],
+    ) -> anyhow::Result<u64> {
+        let mut rows = sqlx::query("SELECT uidl, state FROM messages WHERE account = ?")
+            .bind(account)
+            .fetch(&self.pool);
+        let mut n = 0u64;
+        while let Some(r) = rows.try_next().await.context("Cannot read the ledger")? {
+            let key: &str = r.try_get("uidl")?;
+            if !keys.contains(key) {
+                continue;
+            }
+            let state: State = r.try_get::<&str, _>("state")?.parse()?;
+            n += u64::from(states.contains(&state));
+        }
+        Ok(n)
+    }
+
     /// Whether any row of `account` is keyed by a UIDL the server gave (not
     /// one derived from headers).
     pub async fn has_server_uidls(&self, account: &str) -> anyhow::Result<bool> {

@@ -240,6 +240,59 @@ async fn known_reads_the_listed_uidls_and_counts_the_rest(kind: Kind) {
     );
 }
 
+both!(count_in_states_counts_the_given_keys_in_the_given_states);
+async fn count_in_states_counts_the_given_keys_in_the_given_states(kind: Kind) {
+    let (_d, l) = ledger(kind).await;
+    l.record_intents("acc", &[intent("a"), intent("b"), intent("c 99")])
+        .await
+        .expect("intents");
+    let ok = |u: &str| AppendOk {
+        uidl: u.into(),
+        uidvalidity: None,
+        uid: None,
+    };
+    l.record_appended_many("acc", &[ok("a"), ok("c 99")])
+        .await
+        .expect("appended");
+    l.record_skipped("acc", "d", 500, 400, "too large")
+        .await
+        .expect("skip");
+    l.record_intent("other", &intent("e"))
+        .await
+        .expect("intent");
+    l.record_appended_many("other", &[ok("e")])
+        .await
+        .expect("appended");
+    let settled = [State::Appended, State::Skipped];
+    assert_eq!(
+        count(&l, &["a", "b", "c 99", "d"], &settled).await,
+        3,
+        "b is appending"
+    );
+    assert_eq!(
+        count(&l, &["a", "b", "c 99", "d"], &[State::Appending]).await,
+        1
+    );
+    assert_eq!(
+        count(&l, &["c"], &settled).await,
+        0,
+        "a key, not a UIDL, is matched"
+    );
+    assert_eq!(
+        count(&l, &["e", "x"], &settled).await,
+        0,
+        "another account's row"
+    );
+    assert_eq!(count(&l, &[], &settled).await, 0);
+}
+
+async fn count(l: &Ledger, keys: &[&str], states: &[State]) -> u64 {
+    let keys: HashSet<&str> = keys.iter().copied().collect();
+    l.count_in_states("acc", &keys, states)
+        .await
+        .expect("count")
+}
+
 both!(server_uidls_are_told_from_derived_ones);
 async fn server_uidls_are_told_from_derived_ones(kind: Kind) {
     let (_d, l) = ledger(kind).await;

@@ -308,10 +308,18 @@ impl Pass<'_, '_> {
         if !self.recovering {
             return Ok(());
         }
-        let uidls = self.listed.iter().map(|m| m.uidl.as_str());
-        let rows = known(self.cx.ledger, name, uidls).await?.rows;
+        // Counted in the ledger, not loaded: the listing may be 100,000
+        // messages, and their rows alongside it were the migration's peak.
+        let listed = std::mem::take(&mut self.listed);
+        let keys = plan::listed_keys(&listed);
+        let settled = self
+            .cx
+            .ledger
+            .count_in_states(name, &keys, &plan::RECOVERY_SETTLED)
+            .await
+            .map_err(ledger_failure)?;
         let (all, interrupted) = (self.went_through_all, self.report.interrupted);
-        if plan::recovery_complete(&self.listed, &rows, all, interrupted) {
+        if plan::recovery_complete(&keys, settled, all, interrupted) {
             self.cx
                 .ledger
                 .set_recovering(name, false)

@@ -202,27 +202,38 @@ pub fn starts_recovery(rows_in_all: u64, listing: &[Listed]) -> bool {
     rows_in_all == 0 && !listing.is_empty()
 }
 
+/// The states in which a message's row settles it for a recovery: it was
+/// looked up in the target, or its fate is settled without one.
+pub const RECOVERY_SETTLED: [State; 4] = [
+    State::Appended,
+    State::Deleted,
+    State::Rejected,
+    State::Skipped,
+];
+
+/// The keys of a listing, each once ([`resolve_keys`] makes them unique),
+/// borrowed: what [`recovery_complete`] counts against.
+pub fn listed_keys(listed: &[Listed]) -> HashSet<&str> {
+    listed.iter().map(Listed::key).collect()
+}
+
 /// A recovery ends only when every message of the mailbox was looked up in
 /// the target (or its fate is settled without one): the pass went through
 /// the whole mailbox (not cut short by LOGIN-DELAY, not interrupted), and
-/// every key of its last listing has a row that is `appended`, `deleted`,
-/// `rejected` or `skipped`. A message without a row (its session was
+/// every one of the `keys` of its last listing ([`listed_keys`]) has a row
+/// in a state of [`RECOVERY_SETTLED`] (`appended`, `deleted`, `rejected`
+/// or `skipped`): `settled` of them do, counted by the ledger
+/// ([`crate::ledger::Ledger::count_in_states`]) rather than loaded, as
+/// there may be 100,000. A message without a row (its session was
 /// abandoned before it was read), `pending` (its RETR or APPEND was
 /// refused) or `appending` was not looked up, so recovery goes on.
 pub fn recovery_complete(
-    listed: &[Listed],
-    rows: &HashMap<String, Known>,
+    keys: &HashSet<&str>,
+    settled: u64,
     went_through_all: bool,
     interrupted: bool,
 ) -> bool {
-    went_through_all
-        && !interrupted
-        && listed.iter().all(|m| {
-            rows.get(m.key()).is_some_and(|r| match r.state {
-                State::Appended | State::Deleted | State::Rejected | State::Skipped => true,
-                State::Appending | State::Pending => false,
-            })
-        })
+    went_through_all && !interrupted && u64::try_from(keys.len()).is_ok_and(|n| settled == n)
 }
 
 /// What to do with one listed message in this session.

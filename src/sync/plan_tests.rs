@@ -198,20 +198,27 @@ fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
         "the ledger knows the account (rows of other messages count)"
     );
     let listed = vec![listed(1, "a", 1), listed(2, "b", 1)];
+    let keys = listed_keys(&listed);
+    // What the ledger's count_in_states answers for these rows.
+    let settled = |rs: &HashMap<String, Known>| {
+        rs.iter()
+            .filter(|(k, r)| keys.contains(k.as_str()) && RECOVERY_SETTLED.contains(&r.state))
+            .count() as u64
+    };
     let done = rows(vec![
         row("a", State::Appended, 1),
         row("b", State::Rejected, 1),
     ]);
-    assert!(recovery_complete(&listed, &done, true, false));
+    assert!(recovery_complete(&keys, settled(&done), true, false));
     assert!(
-        !recovery_complete(&listed, &done, false, false),
+        !recovery_complete(&keys, settled(&done), false, false),
         "cut short by LOGIN-DELAY"
     );
     assert!(
-        !recovery_complete(&listed, &done, true, true),
+        !recovery_complete(&keys, settled(&done), true, true),
         "interrupted by a shutdown"
     );
-    for (state, settled) in [
+    for (state, settles) in [
         (State::Appended, true),
         (State::Deleted, true),
         (State::Rejected, true),
@@ -221,16 +228,31 @@ fn recovery_starts_on_a_lost_ledger_and_ends_only_after_a_whole_pass() {
     ] {
         let rs = rows(vec![row("a", State::Appended, 1), row("b", state, 1)]);
         assert_eq!(
-            recovery_complete(&listed, &rs, true, false),
-            settled,
+            recovery_complete(&keys, settled(&rs), true, false),
+            settles,
             "{state:?}"
         );
     }
     let only_a = rows(vec![row("a", State::Appended, 1)]);
     assert!(
-        !recovery_complete(&listed, &only_a, true, false),
+        !recovery_complete(&keys, settled(&only_a), true, false),
         "b was never read (its session was abandoned)"
     );
+    let other = rows(vec![
+        row("a", State::Appended, 1),
+        row("c", State::Appended, 1),
+    ]);
+    assert!(
+        !recovery_complete(&keys, settled(&other), true, false),
+        "a row of a message no longer listed does not stand for b"
+    );
+    // A rekeyed message is counted under its key, not its UIDL.
+    let mut twice = vec![self::listed(1, "a", 1), self::listed(2, "a", 2)];
+    resolve_keys(&mut twice, &HashMap::new());
+    let twice_keys = listed_keys(&twice);
+    assert_eq!(twice_keys.len(), 2, "{twice_keys:?}");
+    assert!(!recovery_complete(&twice_keys, 1, true, false));
+    assert!(recovery_complete(&twice_keys, 2, true, false));
 }
 
 #[test]
