@@ -231,6 +231,11 @@ pub struct AccountStatus {
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_run: Option<i64>,
+    /// Who holds the account's lease now (a replica of `popferry run`, or a
+    /// `popferry sync`: "host pid N tag"), while the lease runs.
+    pub held_by: Option<String>,
+    /// When that lease expires unless renewed (unix seconds).
+    pub lease_until: Option<i64>,
 }
 
 /// Seconds since the Unix epoch.

@@ -138,6 +138,24 @@ impl SqliteLedger {
                 u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
             s.next_run = r.try_get("next_run_at")?;
         }
+        // Who holds each account now (a lease that has not expired).
+        let rows =
+            sqlx::query("SELECT account, holder, expires_at FROM leases WHERE expires_at > ?")
+                .bind(now())
+                .fetch_all(&self.pool)
+                .await
+                .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("account")?;
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            s.held_by = Some(r.try_get("holder")?);
+            s.lease_until = Some(r.try_get("expires_at")?);
+        }
         let mut out = Vec::new();
         for name in accounts {
             out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {

@@ -1,0 +1,29 @@
+//! The ledger's calls for fleets of accounts, on both backends: who holds
+//! each account (for `status`), takeovers (for `/metrics`), and the
+//! accounts kept in the ledger (`popferry accounts`).
+
+use super::*;
+
+use std::time::Duration;
+
+both!(status_names_who_holds_each_account);
+async fn status_names_who_holds_each_account(kind: Kind) {
+    let (_s, l) = ledger(kind).await;
+    let ttl = Duration::from_secs(60);
+    assert!(matches!(
+        l.take_lease("held", "replica A", ttl).await.expect("take"),
+        Lease::Held { .. }
+    ));
+    l.start_run("free").await.expect("run");
+    let st = l
+        .status(&["held".into(), "free".into()])
+        .await
+        .expect("status");
+    assert_eq!(st[0].held_by.as_deref(), Some("replica A"));
+    assert!(st[0].lease_until.is_some_and(|t| t > now() + 50), "{st:?}");
+    assert_eq!((st[1].held_by.as_deref(), st[1].lease_until), (None, None));
+
+    l.release_lease("held", "replica A").await.expect("release");
+    let st = l.status(&["held".into()]).await.expect("status");
+    assert_eq!(st[0].held_by, None, "a released lease is held by nobody");
+}
