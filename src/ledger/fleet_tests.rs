@@ -27,3 +27,44 @@ async fn status_names_who_holds_each_account(kind: Kind) {
     let st = l.status(&["held".into()]).await.expect("status");
     assert_eq!(st[0].held_by, None, "a released lease is held by nobody");
 }
+
+both!(a_claim_says_whose_unreleased_lease_it_took_over);
+async fn a_claim_says_whose_unreleased_lease_it_took_over(kind: Kind) {
+    let (store, a) = ledger(kind).await;
+    let b = store.open().await;
+    let short = Duration::from_secs(1);
+    let ttl = Duration::from_secs(60);
+    let took_over = |l: Lease| match l {
+        Lease::Held { took_over, .. } => took_over,
+        other => panic!("not held: {other:?}"),
+    };
+    assert_eq!(
+        took_over(a.take_lease("dies", "A", short).await.expect("take")),
+        None
+    );
+    assert_eq!(
+        took_over(a.take_lease("dies", "A", short).await.expect("renew")),
+        None
+    );
+    assert_eq!(
+        took_over(a.take_lease("gives", "A", ttl).await.expect("take")),
+        None
+    );
+    a.release_lease("gives", "A").await.expect("release");
+    assert_eq!(
+        took_over(b.take_lease("gives", "B", ttl).await.expect("take")),
+        None,
+        "a released lease is no takeover"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        took_over(b.take_lease("dies", "B", ttl).await.expect("take over")),
+        Some("A".to_owned()),
+        "an expired, unreleased lease is taken over"
+    );
+    assert_eq!(
+        took_over(b.take_lease("dies", "B", ttl).await.expect("renew")),
+        None,
+        "renewing is no takeover"
+    );
+}

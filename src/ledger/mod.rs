@@ -187,7 +187,13 @@ pub enum Attempt {
 pub enum Lease {
     /// This process holds the account until then (unix seconds) unless it
     /// renews the lease.
-    Held { until: i64 },
+    Held {
+        until: i64,
+        /// Set when this claim took the account over from another holder
+        /// whose lease expired without being given back (a replica that
+        /// died or was cut off): that holder.
+        took_over: Option<String>,
+    },
     /// Another process holds it, until then unless renewed.
     HeldBy { holder: String, until: i64 },
 }

@@ -302,7 +302,10 @@ impl PostgresLedger {
                     .execute(&mut *tx)
                     .await
                     .context("Cannot renew the account's lease in the ledger")?;
-                Lease::Held { until }
+                Lease::Held {
+                    until,
+                    took_over: None,
+                }
             }
             Some(_) => Lease::HeldBy {
                 holder: if current.is_empty() || current == holder {
@@ -336,7 +339,12 @@ impl PostgresLedger {
                         },
                     );
                 }
-                Lease::Held { until }
+                // Released leases expire at 0; a running one was renewed.
+                let unreleased = !current.is_empty() && current != holder && expires_at > 0;
+                Lease::Held {
+                    until,
+                    took_over: unreleased.then_some(current),
+                }
             }
             None => Lease::HeldBy {
                 holder: current,
