@@ -68,3 +68,62 @@ async fn a_claim_says_whose_unreleased_lease_it_took_over(kind: Kind) {
         "renewing is no takeover"
     );
 }
+
+fn imported(name: &str, mailbox: Option<&str>) -> ImportedAccount {
+    ImportedAccount {
+        name: name.into(),
+        source_host: "pop.example.net".into(),
+        source_username: format!("{name}@example.net"),
+        source_password: format!("env:{}_POP3", name.to_uppercase()),
+        target_host: "imap.example.com".into(),
+        target_username: format!("{name}@example.com"),
+        target_password: "file:/run/secrets/imap".into(),
+        mailbox: mailbox.map(str::to_owned),
+        delete: None,
+    }
+}
+
+both!(accounts_are_imported_listed_replaced_and_removed);
+async fn accounts_are_imported_listed_replaced_and_removed(kind: Kind) {
+    let (store, l) = ledger(kind).await;
+    assert_eq!(l.imported_accounts().await.expect("list"), vec![]);
+    let first = [imported("zed", None), imported("amy", Some("Old"))];
+    let done = l.import_accounts(&first).await.expect("import");
+    assert_eq!(
+        done,
+        Imported {
+            added: 2,
+            updated: 0
+        }
+    );
+    let mut amy = imported("amy", Some("New"));
+    amy.delete = Some("30d".into());
+    let done = l
+        .import_accounts(&[amy.clone(), imported("bob", None)])
+        .await
+        .expect("import again");
+    assert_eq!(
+        done,
+        Imported {
+            added: 1,
+            updated: 1
+        }
+    );
+    let other = store.open().await;
+    let names: Vec<String> = other
+        .imported_accounts()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["amy", "bob", "zed"], "by name, from another handle");
+    assert_eq!(other.imported_accounts().await.expect("list")[0], amy);
+    assert!(l.remove_imported_account("bob").await.expect("remove"));
+    assert!(
+        !l.remove_imported_account("bob")
+            .await
+            .expect("remove again")
+    );
+    assert_eq!(l.imported_accounts().await.expect("list").len(), 2);
+}

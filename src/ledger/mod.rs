@@ -222,6 +222,31 @@ pub struct PassRecord {
     pub error: Option<String>,
 }
 
+/// An account kept in the ledger (`popferry accounts import`): what its
+/// CSV line gave; `config::db_accounts` makes it an account with the
+/// file's `[account_template]`. Passwords are references (`env:NAME`,
+/// `file:/path`, `command:CMD`), never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedAccount {
+    pub name: String,
+    pub source_host: String,
+    pub source_username: String,
+    pub source_password: String,
+    pub target_host: String,
+    pub target_username: String,
+    pub target_password: String,
+    pub mailbox: Option<String>,
+    /// `[accounts.policy] delete`.
+    pub delete: Option<String>,
+}
+
+/// What [`Ledger::import_accounts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub added: u64,
+    pub updated: u64,
+}
+
 /// Per-account figures for `status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AccountStatus {
@@ -533,6 +558,23 @@ impl Ledger {
             Backend::Sqlite(_) => Ok(Vec::new()),
             Backend::Postgres(l) => l.passes(account).await,
         }
+    }
+
+    /// Adds these accounts to the ledger, or replaces those of the same
+    /// name, in one transaction.
+    pub async fn import_accounts(&self, accounts: &[ImportedAccount]) -> anyhow::Result<Imported> {
+        on_backend!(self, l => l.import_accounts(accounts).await)
+    }
+
+    /// The accounts kept in the ledger, by name.
+    pub async fn imported_accounts(&self) -> anyhow::Result<Vec<ImportedAccount>> {
+        on_backend!(self, l => l.imported_accounts().await)
+    }
+
+    /// Removes an account kept in the ledger (its messages' history stays);
+    /// false if there was none of that name.
+    pub async fn remove_imported_account(&self, name: &str) -> anyhow::Result<bool> {
+        on_backend!(self, l => l.remove_imported_account(name).await)
     }
 
     /// Figures for `status`, for the given accounts (in that order) plus any
