@@ -576,3 +576,118 @@ fn status_names_the_lease_holder(backend: support::ledger::Backend) {
     drop(on.db);
 }
 both_backends!(status_names_the_lease_holder);
+
+/// Replicas given a file with only an [account_template] share the
+/// accounts kept in the ledger; one imported while they run is taken up on
+/// SIGHUP; every message arrives exactly once.
+#[test]
+fn replicas_share_the_accounts_kept_in_the_ledger_and_reload_them() {
+    const N: usize = 5;
+    let mut users: Vec<User> = (0..N).map(|i| User::maildir(&source(i))).collect();
+    users.push(User::new("target", support::PASSWORD, Storage::Mdbox));
+    let d = Dovecot::builder().users(users).start();
+    for i in 0..N {
+        d.seed(&source(i), &messages(i));
+    }
+    let db = support::postgres::database();
+    let pw = d.scratch().join("password");
+    fs::write(&pw, support::PASSWORD).expect("password file");
+    let ca = d.ca_file.display().to_string();
+    let cfg = d.scratch().join("fleet.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[ledger]\nurl = {:?}\nlease_ttl = \"4s\"\n\n[daemon]\npoll_interval = \"3s\"\n\n\
+             [account_template]\n[account_template.source]\nport = {}\nca_file = {ca:?}\n\
+             [account_template.target]\nport = {}\nca_file = {ca:?}\n",
+            db.url, d.pop3s_port, d.imaps_port
+        ),
+    )
+    .expect("config");
+    let cfg_s = cfg.to_str().expect("utf-8");
+    let import = |range: std::ops::Range<usize>| {
+        let csv = d.scratch().join(format!("fleet{}.csv", range.start));
+        let mut text = String::from(
+            "name,source_host,source_username,source_password,target_host,target_username,target_password,mailbox\n",
+        );
+        for i in range {
+            text.push_str(&format!(
+                "{s},127.0.0.1,{s},file:{p},127.0.0.1,target,file:{p},{m}\n",
+                s = source(i),
+                p = pw.display(),
+                m = mailbox(i)
+            ));
+        }
+        fs::write(&csv, text).expect("csv");
+        let out = support::popferry(
+            &[
+                "accounts",
+                "import",
+                csv.to_str().expect("utf-8"),
+                "-c",
+                cfg_s,
+            ],
+            &[],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            support::describe_output(&out)
+        );
+    };
+    import(0..N - 1);
+    let ledger = block_on(support::ledger::open(&support::ledger::LedgerAt::Postgres(
+        db.url.clone(),
+    )));
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|r| Replica::start(&cfg, d.scratch().join(format!("fleet{r}.log"))))
+        .collect();
+    let logs = |replicas: &[Replica]| {
+        replicas
+            .iter()
+            .map(Replica::log_text)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let wait_all = |n: usize, replicas: &[Replica]| {
+        let start = Instant::now();
+        loop {
+            let (done, _) = snapshot(&ledger);
+            if done.iter().take(n).all(|x| *x == MESSAGES) {
+                return done;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not all accounts finished: {done:?}\n{}",
+                logs(replicas)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let done = wait_all(N - 1, &replicas);
+    assert_eq!(done[N - 1], 0, "not imported yet");
+
+    import(N - 1..N);
+    for r in &replicas {
+        r.signal("HUP");
+    }
+    wait_all(N, &replicas);
+    std::thread::sleep(Duration::from_secs(4));
+    for r in &replicas {
+        r.signal("TERM");
+    }
+    for r in &mut replicas {
+        let status = r.wait_exit(Duration::from_secs(40));
+        assert!(status.is_some_and(|s| s.success()), "{}", r.log_text());
+    }
+    let (_, passes) = snapshot(&ledger);
+    for i in 0..N {
+        let got = imap_fetch_all(&d, "target", &mailbox(i));
+        assert_eq!(got.len(), MESSAGES, "account {i}: every message once");
+    }
+    let holders: std::collections::BTreeSet<&str> =
+        passes.iter().flatten().map(|p| p.holder.as_str()).collect();
+    assert!(!passes[N - 1].is_empty(), "the reloaded account passed");
+    assert!(holders.len() <= 2, "{holders:?}");
+}
