@@ -205,10 +205,16 @@ fn record_metrics(r: &Report) {
         .increment(r.rejected);
     metrics::counter!("popferry_messages_deleted_total", "account" => a.clone())
         .increment(r.deleted);
-    let result = match (&r.error, r.interrupted) {
-        (Some(_), _) => "failure",
-        (None, true) => "interrupted",
-        (None, false) => "success",
+    // When appending resumes after an upload budget was spent (unix
+    // seconds); 0 while no budget holds it back.
+    let resumes = r.paused.as_ref().map_or(0.0, |p| p.resumes_at as f64);
+    metrics::gauge!("popferry_budget_resumes_at_timestamp_seconds", "account" => a.clone())
+        .set(resumes);
+    let result = match (&r.error, r.interrupted, &r.paused) {
+        (Some(_), _, _) => "failure",
+        (None, true, _) => "interrupted",
+        (None, false, Some(_)) => "budget_spent",
+        (None, false, None) => "success",
     };
     metrics::counter!("popferry_runs_total", "account" => a.clone(), "result" => result)
         .increment(1);

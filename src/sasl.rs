@@ -24,6 +24,55 @@ use std::fmt;
 use base64::Engine as _;
 use secrecy::zeroize::Zeroizing;
 
+/// The words of a refused OAuth2 login, the same on either side:
+/// `protocol` ("POP3", "IMAP"), what was sent (`AUTH XOAUTH2`, say), the
+/// server's text and the decoded error challenge. Never holds the token.
+pub(crate) fn write_token_refused(
+    f: &mut fmt::Formatter<'_>,
+    protocol: &str,
+    server: &str,
+    sent: &str,
+    text: &str,
+    detail: Option<&str>,
+) -> fmt::Result {
+    write!(
+        f,
+        "{protocol} server {server} refused the OAuth2 access token ({sent}): {text}"
+    )?;
+    if let Some(detail) = detail {
+        write!(f, " ({detail})")?;
+    }
+    write!(
+        f,
+        "; check the username, that the token is for this mailbox and its scope allows {protocol}"
+    )
+}
+
+/// The words of a credential of the wrong kind for `auth` (a password for
+/// an OAuth2 mechanism, or a token for a password one); `side` is the
+/// configuration table ("source", "target").
+pub(crate) fn write_wrong_credential(
+    f: &mut fmt::Formatter<'_>,
+    protocol: &str,
+    server: &str,
+    side: &str,
+    auth: &str,
+    got: &str,
+) -> fmt::Result {
+    write!(
+        f,
+        "{protocol} server {server}: auth = \"{auth}\" cannot log in with {got}; "
+    )?;
+    if got == "a password" {
+        write!(
+            f,
+            "it needs an OAuth2 access token ([accounts.{side}.oauth2])"
+        )
+    } else {
+        write!(f, "it needs a password")
+    }
+}
+
 /// A SASL mechanism this client can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {

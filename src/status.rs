@@ -66,14 +66,24 @@ pub fn times(s: &AccountStatus) -> Vec<(&'static str, String)> {
     if let Some(e) = &s.last_error {
         rows.push(("last error", e.clone()));
     }
+    if let Some((until, why)) = paused(s, crate::ledger::now()) {
+        rows.push(("budget", format!("{why}; resumes at {}", when(Some(until)))));
+    }
     rows
 }
 
-/// Where an account stands, as the daemon sees it.
-///
-/// The place for new states: a budgets-spent state (appending paused until
-/// `max_upload_per_day` or `max_messages_per_minute` allows more) belongs
-/// here, with its words in [`State::words`] and its rule in [`State::of`].
+/// When and why an upload budget stopped appending, if it still does at
+/// `now` (unix seconds).
+pub fn paused(s: &AccountStatus, now: i64) -> Option<(i64, &str)> {
+    match (s.paused_until, s.paused_reason.as_deref()) {
+        (Some(until), why) if until > now => {
+            Some((until, why.unwrap_or("an upload budget is spent")))
+        }
+        _ => None,
+    }
+}
+
+/// Where an account stands, as the daemon sees it (and `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// No pass has run yet.
@@ -91,6 +101,10 @@ pub enum State {
     /// looked up in the target before it is appended, until a whole pass
     /// has gone through.
     Recovering,
+    /// The last pass went through until an upload budget
+    /// (`max_upload_per_day`) was spent: appending waits for the next UTC
+    /// day (see [`paused`]).
+    BudgetSpent,
 }
 
 impl State {
@@ -102,6 +116,8 @@ impl State {
                 Some(FailureKind::Transient) => State::BackingOff,
                 Some(FailureKind::Permanent) | None => State::Failing,
             }
+        } else if paused(s, crate::ledger::now()).is_some() {
+            State::BudgetSpent
         } else if recovering {
             State::Recovering
         } else if s.last_run.is_none() {
@@ -119,6 +135,7 @@ impl State {
             State::BackingOff => "backing off",
             State::Failing => "failing",
             State::Recovering => "recovering",
+            State::BudgetSpent => "budget spent",
         }
     }
 
@@ -131,6 +148,9 @@ impl State {
             State::Failing => "The last pass failed: see the last error, it says what to do.",
             State::Recovering => {
                 "The ledger was rebuilt: every message is looked up in the target before it is copied."
+            }
+            State::BudgetSpent => {
+                "The day's upload budget is spent: appending resumes at the time shown, by itself."
             }
         }
     }
@@ -172,5 +192,36 @@ mod tests {
             State::Failing
         );
         assert_eq!(State::of(&s, false, None), State::Failing);
+    }
+
+    #[test]
+    fn a_spent_budget_is_a_state_until_it_resumes() {
+        let mut s = AccountStatus {
+            last_run: Some(1),
+            last_success: Some(1),
+            ..AccountStatus::default()
+        };
+        let later = crate::ledger::now() + 3600;
+        s.paused_until = Some(later);
+        s.paused_reason = Some("the day's upload budget is spent".into());
+        assert_eq!(State::of(&s, false, None), State::BudgetSpent);
+        let row = times(&s).into_iter().find(|(k, _)| *k == "budget");
+        let (_, text) = row.expect("a budget row");
+        assert!(
+            text.contains("resumes at") && text.contains("upload budget"),
+            "{text}"
+        );
+        // Over: an ordinary state again, and no budget row.
+        s.paused_until = Some(crate::ledger::now() - 1);
+        assert_eq!(State::of(&s, false, None), State::Ok);
+        assert!(times(&s).iter().all(|(k, _)| *k != "budget"));
+        // A failure still wins.
+        s.paused_until = Some(later);
+        s.last_error = Some("x".into());
+        s.consecutive_failures = 1;
+        assert_eq!(
+            State::of(&s, false, Some(FailureKind::Transient)),
+            State::BackingOff
+        );
     }
 }

@@ -13,7 +13,10 @@ CREATE TABLE accounts (
     consecutive_failures BIGINT  NOT NULL DEFAULT 0,
     next_run_at          BIGINT,            -- set by the daemon
     -- Recovering from a lost ledger (see the SQLite 0002_recovering.sql).
-    recovering           BOOLEAN NOT NULL DEFAULT FALSE
+    recovering           BOOLEAN NOT NULL DEFAULT FALSE,
+    -- An upload budget stopped appending until then (see the SQLite 0006_budget.sql).
+    paused_until         BIGINT,
+    paused_reason        TEXT
 );
 
 -- One row per (account, UIDL); states as in the SQLite ledger.

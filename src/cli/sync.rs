@@ -148,5 +148,13 @@ fn print_summary(reports: &[Report], dry_run: bool) {
         if let Some(e) = &r.error {
             println!("error: {e}");
         }
+        if let Some(p) = &r.paused {
+            println!(
+                "{}: paused: {}; appending resumes at {} (the daemon resumes by itself; run `popferry sync` again then)",
+                r.account,
+                p.reason,
+                popferry::status::when(Some(p.resumes_at))
+            );
+        }
     }
 }

@@ -97,6 +97,9 @@ const VARS: &[Var] = &[
     var("POPFERRY_TARGET_TIMEOUT", "accounts.target", "timeout", Kind::Text),
     var("POPFERRY_TARGET_MAILBOX", "accounts.target", "mailbox", Kind::Text),
     var("POPFERRY_TARGET_FLAGS", "accounts.target", "flags", Kind::List),
+    var("POPFERRY_TARGET_CONNECTIONS", "accounts.target", "connections", Kind::Number),
+    var("POPFERRY_TARGET_MAX_UPLOAD_PER_DAY", "accounts.target", "max_upload_per_day", Kind::Text),
+    var("POPFERRY_TARGET_MAX_MESSAGES_PER_MINUTE", "accounts.target", "max_messages_per_minute", Kind::Number),
     var("POPFERRY_DELETE", "accounts.policy", "delete", Kind::Text),
     var("POPFERRY_MAX_MESSAGE_SIZE", "accounts.policy", "max_message_size", Kind::Text),
 ];

@@ -19,7 +19,7 @@ use super::raw::{
 };
 use super::{
     Account, Config, Daemon, DeletePolicy, Endpoint, ImapAuth, InternalDate, Mechanism, Policy,
-    Pop3Auth, SecretSource, ServerSettings, TargetSettings, TlsMode,
+    Pop3Auth, SecretSource, ServerSettings, TargetSettings, TlsMode, UploadBudget,
 };
 use super::{DEFAULT_TARGET_CONNECTIONS, MAX_TARGET_CONNECTIONS};
 
@@ -288,6 +288,31 @@ pub(super) fn account(
                 )
             })?,
     };
+    let budget = UploadBudget {
+        bytes_per_day: match acc.target.max_upload_per_day {
+            None => None,
+            Some(ByteSize(0)) => {
+                return Err(ctx(
+                    "target",
+                    "max_upload_per_day must be larger than zero (leave it out for no budget)"
+                        .into(),
+                ));
+            }
+            Some(ByteSize(n)) => Some(n),
+        },
+        messages_per_minute: match acc.target.max_messages_per_minute {
+            None => None,
+            Some(n) => Some(u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                ctx(
+                    "target",
+                    format!(
+                        "max_messages_per_minute: {n} is not between 1 and {}",
+                        u32::MAX
+                    ),
+                )
+            })?),
+        },
+    };
     let delete = match acc.policy.delete.as_deref().map(str::trim) {
         None | Some("never") => DeletePolicy::Never,
         Some("after-sync") => DeletePolicy::AfterSync,
@@ -316,6 +341,7 @@ pub(super) fn account(
             flags,
             internal_date,
             connections,
+            budget,
         },
         policy: Policy {
             delete,

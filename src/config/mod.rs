@@ -114,6 +114,20 @@ pub struct TargetSettings {
     /// Sessions to append over where the server lacks LITERAL+
     /// (`1..=`[`MAX_TARGET_CONNECTIONS`]); one session with LITERAL+.
     pub connections: usize,
+    /// What may be appended per UTC day and per minute
+    /// (`max_upload_per_day`, `max_messages_per_minute`).
+    pub budget: UploadBudget,
+}
+
+/// A provider's upload limits, as configured: when one is spent, appending
+/// pauses (the day's until the next UTC midnight, the minute's for the
+/// rest of the minute) instead of running into the provider's refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadBudget {
+    /// Bytes appended per UTC day.
+    pub bytes_per_day: Option<u64>,
+    /// Messages appended in any 60 seconds.
+    pub messages_per_minute: Option<u32>,
 }
 
 /// `[accounts.target] connections` by default.

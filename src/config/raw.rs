@@ -123,6 +123,9 @@ pub struct RawTarget {
     pub internal_date: Option<RawInternalDate>,
     /// Sessions to append over without LITERAL+; checked by the loader.
     pub connections: Option<u64>,
+    /// Upload budgets (the provider's daily cap, a rate); checked by the loader.
+    pub max_upload_per_day: Option<ByteSize>,
+    pub max_messages_per_minute: Option<u64>,
 }
 
 /// The connection keys of either side, borrowed, so that one function

@@ -226,7 +226,14 @@ fn an_unknown_key_lists_the_keys_of_its_own_side() {
         "allow_plaintext_password",
         "oauth2",
     ];
-    let target_only = ["mailbox", "flags", "internal_date", "connections"];
+    let target_only = [
+        "mailbox",
+        "flags",
+        "internal_date",
+        "connections",
+        "max_upload_per_day",
+        "max_messages_per_minute",
+    ];
 
     let e = error(&GOOD.replace(
         "username = \"me\"\npassword = \"pw\"",
@@ -541,6 +548,33 @@ fn target_connections_default_to_four_and_are_bounded() {
             }
             Err(e) => panic!("connections = {n}: {e}"),
         }
+    }
+}
+
+#[test]
+fn upload_budgets_are_optional_sizes_and_counts_above_zero() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(
+        c.accounts[0].target.budget,
+        crate::config::UploadBudget::default()
+    );
+    let with = |lines: &str| {
+        GOOD.replace(
+            "flags = [\"\\\\Seen\"]",
+            &format!("flags = [\"\\\\Seen\"]\n{lines}"),
+        )
+    };
+    let c = load(&with(
+        "max_upload_per_day = \"500MB\"\nmax_messages_per_minute = 600",
+    ))
+    .expect("valid");
+    let b = c.accounts[0].target.budget;
+    assert_eq!(b.bytes_per_day, Some(500_000_000));
+    assert_eq!(b.messages_per_minute, Some(600));
+    for bad in ["max_upload_per_day = 0", "max_messages_per_minute = 0"] {
+        let e = load(&with(bad)).map(|_| ()).expect_err(bad).to_string();
+        let key = bad.split(' ').next().unwrap_or_default();
+        assert!(e.contains("legacy") && e.contains(key), "{bad}: {e}");
     }
 }
 

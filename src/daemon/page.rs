@@ -149,6 +149,7 @@ h1 { font-size: 1.4rem; margin: 0.25rem 0; }
 .state-failing { border-left-color: #c62828; } .state-failing .state { background: #fde7e7; color: #8e1c1c; }
 .state-backing-off { border-left-color: #ef6c00; } .state-backing-off .state { background: #fff0e0; color: #8a3d00; }
 .state-recovering { border-left-color: #1565c0; } .state-recovering .state { background: #e4eefb; color: #0d3c75; }
+.state-budget-spent { border-left-color: #6a1b9a; } .state-budget-spent .state { background: #f3e5f5; color: #4a148c; }
 .meaning { margin: 0.2rem 0 0.4rem; color: #444; font-size: 0.9rem; }
 dl { margin: 0.3rem 0; }
 .counts { display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; }

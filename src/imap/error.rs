@@ -140,28 +140,17 @@ impl std::fmt::Display for ImapError {
                 mechanism,
                 text,
                 detail,
-            } => {
-                write!(
-                    f,
-                    "IMAP server {server} refused the OAuth2 access token (AUTHENTICATE {mechanism}): {text}"
-                )?;
-                if let Some(detail) = detail {
-                    write!(f, " ({detail})")?;
-                }
-                write!(
-                    f,
-                    "; check the username, that the token is for this mailbox and its scope allows IMAP"
-                )
-            }
-            ImapErrorKind::WrongCredential { auth, got } => write!(
+            } => crate::sasl::write_token_refused(
                 f,
-                "IMAP server {server}: auth = \"{auth}\" cannot log in with {got}; {}",
-                if *got == "a password" {
-                    "it needs an OAuth2 access token ([accounts.target.oauth2])"
-                } else {
-                    "it needs a password"
-                }
+                "IMAP",
+                server,
+                &format!("AUTHENTICATE {mechanism}"),
+                text,
+                detail.as_deref(),
             ),
+            ImapErrorKind::WrongCredential { auth, got } => {
+                crate::sasl::write_wrong_credential(f, "IMAP", server, "target", auth, got)
+            }
             ImapErrorKind::No { code, text } => {
                 write!(f, "IMAP server {server} said NO{}: {text}", fmt_code(code))
             }
@@ -268,6 +257,38 @@ impl ImapError {
         self.code_is("OVERQUOTA")
     }
 
+    /// The provider limits this account for now, whatever the message: a
+    /// NO `[LIMIT]` or `[ALERT]` whose words say so (Gmail's `NO [ALERT]
+    /// Account exceeded command or bandwidth limits`, "too many uploads", "rate
+    /// limit", "try again later"). The whole account backs off; no
+    /// message's attempts are counted. A `[LIMIT]` about the message itself
+    /// (Cyrus: too many copies of it; "message too large") stays a refusal
+    /// of that message, counted against its attempts, so that one message
+    /// can never hold the account back for good (guarantee 4).
+    pub fn is_rate_limited(&self) -> bool {
+        const ACCOUNT_LIMIT_WORDS: [&str; 11] = [
+            "account exceeded",
+            "bandwidth",
+            "rate limit",
+            "too many connections",
+            "too many uploads",
+            "too many requests",
+            "too many commands",
+            "try again later",
+            "throttl",
+            "per day",
+            "daily",
+        ];
+        let ImapErrorKind::No { code, text } = &self.kind else {
+            return false;
+        };
+        let limit_code = code
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("LIMIT") || c.eq_ignore_ascii_case("ALERT"));
+        let t = text.to_ascii_lowercase();
+        limit_code && ACCOUNT_LIMIT_WORDS.iter().any(|w| t.contains(w))
+    }
+
     /// Trying again later, without changing anything, may succeed: network
     /// trouble, timeouts, BYE, and NO with OVERQUOTA / INUSE / UNAVAILABLE /
     /// SERVERBUG.
@@ -278,9 +299,12 @@ impl ImapError {
             ImapErrorKind::Timeout { .. }
             | ImapErrorKind::Bye { .. }
             | ImapErrorKind::Io { .. } => true,
-            ImapErrorKind::No { code, .. } => code
-                .as_deref()
-                .is_some_and(|c| TRANSIENT_CODES.iter().any(|t| t.eq_ignore_ascii_case(c))),
+            ImapErrorKind::No { code, .. } => {
+                self.is_rate_limited()
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.iter().any(|t| t.eq_ignore_ascii_case(c)))
+            }
             ImapErrorKind::Auth { .. }
             | ImapErrorKind::TokenRefused { .. }
             | ImapErrorKind::WrongCredential { .. }
@@ -292,7 +316,7 @@ impl ImapError {
         }
     }
 
-    /// For an APPEND: the server refused this message (LIMIT, TOOBIG, a
+    /// For an APPEND: the server refused this message (TOOBIG, CANNOT, a
     /// plain NO, a BAD for its arguments or content). Count it against the
     /// message's bounded retries (guarantee 4); other messages can go on.
     /// Not true for TRYCREATE or transient refusals.
@@ -343,12 +367,51 @@ mod tests {
         assert!(!no(Some("OVERQUOTA")).is_permanent_rejection());
         assert!(no(Some("UNAVAILABLE")).is_transient());
 
-        for permanent in [Some("LIMIT"), Some("TOOBIG"), Some("CANNOT"), None] {
+        for permanent in [
+            Some("LIMIT"),
+            Some("TOOBIG"),
+            Some("CANNOT"),
+            Some("ALERT"),
+            None,
+        ] {
             let e = no(permanent);
             assert!(e.is_permanent_rejection(), "{permanent:?}");
             assert!(!e.is_transient(), "{permanent:?}");
             assert!(!e.needs_reconnect());
         }
+    }
+
+    #[test]
+    fn provider_limits_back_the_account_off_rather_than_count_against_a_message() {
+        let no = |code: &str, text: &str| {
+            ImapError::new(
+                "imap.gmail.com:993",
+                ImapErrorKind::No {
+                    code: Some(code.into()),
+                    text: text.into(),
+                },
+            )
+        };
+        for e in [
+            no("LIMIT", "Too many uploads today, try again later"),
+            no(
+                "ALERT",
+                "Account exceeded command or bandwidth limits. (Failure)",
+            ),
+            no("limit", "Upload rate limit reached"),
+        ] {
+            assert!(e.is_rate_limited() && e.is_transient(), "{e}");
+            assert!(!e.is_permanent_rejection(), "{e}");
+        }
+        for e in [
+            no("ALERT", "Your password expires soon"),
+            no("LIMIT", "Message too large for this server"),
+            no("LIMIT", "Too many copies of this message"),
+        ] {
+            assert!(!e.is_rate_limited() && e.is_permanent_rejection(), "{e}");
+        }
+        assert!(!no("TOOBIG", "Message too big").is_rate_limited());
+        assert!(!no("OVERQUOTA", "full").is_rate_limited());
     }
 
     #[test]

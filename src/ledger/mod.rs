@@ -267,6 +267,10 @@ pub struct AccountStatus {
     pub held_by: Option<String>,
     /// When that lease expires unless renewed (unix seconds).
     pub lease_until: Option<i64>,
+    /// An upload budget stopped appending until then (unix seconds), and
+    /// why (the pass's words). May lie in the past: compare with [`now`].
+    pub paused_until: Option<i64>,
+    pub paused_reason: Option<String>,
 }
 
 /// Seconds since the Unix epoch.
@@ -528,6 +532,22 @@ impl Ledger {
     /// Marks the end of a pass: `None` for success, or the error.
     pub async fn finish_run(&self, account: &str, error: Option<&str>) -> anyhow::Result<()> {
         on_backend!(self, l => l.finish_run(account, error).await)
+    }
+
+    /// Messages and bytes appended to `account` since `since` (unix
+    /// seconds): what the upload budgets count.
+    pub async fn appended_since(&self, account: &str, since: i64) -> anyhow::Result<(u64, u64)> {
+        on_backend!(self, l => l.appended_since(account, since).await)
+    }
+
+    /// Records that an upload budget stopped appending until `until` (unix
+    /// seconds), and why; `None` clears it.
+    pub async fn set_paused(
+        &self,
+        account: &str,
+        paused: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        on_backend!(self, l => l.set_paused(account, paused).await)
     }
 
     /// Records when the daemon will next run an account.

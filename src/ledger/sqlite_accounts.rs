@@ -72,6 +72,43 @@ impl SqliteLedger {
         Ok(())
     }
 
+    /// How many messages (and bytes) were appended to `account` since
+    /// `since` (unix seconds): what the upload budgets count.
+    pub async fn appended_since(&self, account: &str, since: i64) -> anyhow::Result<(u64, u64)> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM messages
+             WHERE account = ? AND appended_at >= ? AND state IN ('appended', 'deleted')",
+        )
+        .bind(account)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+        let bytes = u64::try_from(r.try_get::<i64, _>("bytes")?).unwrap_or(0);
+        Ok((n, bytes))
+    }
+
+    /// Records that a budget stopped appending until `until` (unix
+    /// seconds), and why; `None` clears it.
+    pub async fn set_paused(
+        &self,
+        account: &str,
+        paused: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, paused_until, paused_reason) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET paused_until = excluded.paused_until, paused_reason = excluded.paused_reason",
+        )
+        .bind(account)
+        .bind(paused.map(|p| p.0))
+        .bind(paused.map(|p| p.1))
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the ledger")?;
+        Ok(())
+    }
+
     /// Records when the daemon will next run an account.
     pub async fn set_next_run(&self, account: &str, at: i64) -> anyhow::Result<()> {
         sqlx::query(
@@ -118,7 +155,7 @@ impl SqliteLedger {
             }
         }
         let rows = sqlx::query(
-            "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at FROM accounts",
+            "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at, paused_until, paused_reason FROM accounts",
         )
         .fetch_all(&self.pool)
         .await
@@ -137,6 +174,8 @@ impl SqliteLedger {
             s.consecutive_failures =
                 u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
             s.next_run = r.try_get("next_run_at")?;
+            s.paused_until = r.try_get("paused_until")?;
+            s.paused_reason = r.try_get("paused_reason")?;
         }
         // Who holds each account now (a lease that has not expired).
         let rows =

@@ -1,5 +1,5 @@
 //! The SQLite backend's accounts kept in the ledger (`popferry accounts`):
-//! rows of `imported_accounts` (migrations/0006_imported_accounts.sql), passwords as references only.
+//! rows of `imported_accounts` (migrations/0007_imported_accounts.sql), passwords as references only.
 
 use anyhow::Context as _;
 use sqlx::Row;

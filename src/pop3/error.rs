@@ -240,28 +240,17 @@ impl fmt::Display for Pop3Error {
                 mechanism,
                 text,
                 detail,
-            } => {
-                write!(
-                    f,
-                    "POP3 server {server} refused the OAuth2 access token ({mechanism}): {text}"
-                )?;
-                if let Some(detail) = detail {
-                    write!(f, " ({detail})")?;
-                }
-                write!(
-                    f,
-                    "; check the username, that the token is for this mailbox and its scope allows POP3"
-                )
-            }
-            Pop3ErrorKind::WrongCredential { auth, got } => write!(
+            } => crate::sasl::write_token_refused(
                 f,
-                "POP3 server {server}: auth = \"{auth}\" cannot log in with {got}; {}",
-                if *got == "a password" {
-                    "it needs an OAuth2 access token ([accounts.source.oauth2])"
-                } else {
-                    "it needs a password"
-                }
+                "POP3",
+                server,
+                mechanism,
+                text,
+                detail.as_deref(),
             ),
+            Pop3ErrorKind::WrongCredential { auth, got } => {
+                crate::sasl::write_wrong_credential(f, "POP3", server, "source", auth, got)
+            }
             Pop3ErrorKind::InUse { text } => write!(
                 f,
                 "the mailbox on POP3 server {server} is in use by another session: {text}"

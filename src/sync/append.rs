@@ -11,11 +11,12 @@
 //! for [`super::settle`], which needs the session to itself.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 
-use super::Report;
+use super::budget::{Admit, Budget};
 use super::failure::{Failure, imap_failure, ledger_failure};
 use super::fetch::{Fetched, Item};
 use super::headers::HeaderFacts;
@@ -24,6 +25,7 @@ use super::outcome::{self, Refused};
 use super::pass::{Ctx, intent};
 use super::plan::{Fetch, must_look_up};
 use super::settle;
+use super::{Paused, Report};
 use crate::imap::{self, ImapError};
 use crate::ledger::{AppendOk, Attempt, Intent};
 use crate::spool::SpooledMessage;
@@ -71,6 +73,8 @@ pub(super) struct Appender<'p, 'a> {
     stop: Option<Failure>,
     /// The target's APPENDLIMIT: larger messages are skipped, never sent.
     append_limit: Option<u64>,
+    /// What the account may still append (asked before each intent).
+    budget: &'p mut Budget,
 }
 
 impl<'p, 'a> Appender<'p, 'a> {
@@ -80,8 +84,10 @@ impl<'p, 'a> Appender<'p, 'a> {
         fetch: &'p [Fetch<'p>],
         recovering: bool,
         target: &'p mut settle::TargetState,
+        budget: &'p mut Budget,
     ) -> Self {
         Appender {
+            budget,
             cx,
             report,
             fetch,
@@ -171,7 +177,10 @@ impl<'p, 'a> Appender<'p, 'a> {
                 info!("Stopping early: shutting down");
                 self.report.interrupted = true;
             }
-            let gathering = !cancelled && self.stop.is_none() && lookup.is_none();
+            let gathering = !cancelled
+                && self.stop.is_none()
+                && lookup.is_none()
+                && self.report.paused.is_none();
             if gathering && !closed && queue.is_empty() {
                 closed = receive(rx, queue, ready.is_empty()).await;
             }
@@ -257,7 +266,7 @@ impl<'p, 'a> Appender<'p, 'a> {
                 fetched,
                 sha,
                 permit,
-                ..
+                looked_up: item_looked_up,
             } = item;
             match fetched {
                 Fetched::TooBig => {
@@ -284,6 +293,46 @@ impl<'p, 'a> Appender<'p, 'a> {
                     cx.progress.advanced(&acc.name, f.listed.size);
                 }
                 Fetched::Message(msg) => {
+                    match self
+                        .budget
+                        .admit(msg.len(), crate::ledger::now(), Instant::now())
+                    {
+                        Admit::Go => {}
+                        Admit::Wait(wait) if next.is_empty() && idle => {
+                            // Nothing else to write meanwhile: wait here.
+                            info!(
+                                seconds = wait.as_secs_f64(),
+                                "max_messages_per_minute reached; appending waits"
+                            );
+                            let item = Item {
+                                index,
+                                fetched: Fetched::Message(msg),
+                                sha,
+                                permit,
+                                looked_up: item_looked_up,
+                            };
+                            queue.push_front(item);
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => continue,
+                                () = cx.stop.cancelled() => break,
+                            }
+                        }
+                        Admit::Wait(_) => {
+                            queue.push_front(Item {
+                                index,
+                                fetched: Fetched::Message(msg),
+                                sha,
+                                permit,
+                                looked_up: item_looked_up,
+                            });
+                            break;
+                        }
+                        Admit::Spent { resumes_at, reason } => {
+                            info!(resumes_at, "{reason}; appending stops until then");
+                            self.report.paused = Some(Paused { resumes_at, reason });
+                            break;
+                        }
+                    }
                     let facts = HeaderFacts::parse(msg.header());
                     next.push(Ready {
                         index,
@@ -399,6 +448,8 @@ impl<'p, 'a> Appender<'p, 'a> {
             if self.stop.is_none() {
                 let what = if e.is_overquota() {
                     "the target mailbox is over quota; will retry later"
+                } else if e.is_rate_limited() {
+                    "the target limits this account's uploads for now (rate, bandwidth or a daily cap); the account backs off and retries later (set max_upload_per_day / max_messages_per_minute to stay under the provider's limits)"
                 } else if e.is_trycreate() {
                     "the target mailbox has vanished; it is created again on the next run"
                 } else {

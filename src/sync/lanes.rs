@@ -202,7 +202,9 @@ impl Appender<'_, '_> {
                 shared.halt.cancel();
                 break;
             }
-            if lookup.is_some() && ready.is_empty() {
+            // A lookup waits for the lanes to be idle; a spent budget lets
+            // what it admitted go, then ends the run.
+            if (lookup.is_some() || self.report.paused.is_some()) && ready.is_empty() {
                 break;
             }
             if ready.is_empty() {

@@ -26,6 +26,7 @@
 //! verdicts).
 
 mod append;
+mod budget;
 mod delete;
 mod dry;
 mod failure;
@@ -140,6 +141,18 @@ pub struct Report {
     /// so. Not a failure unless [`Options::held_is_failure`]; the next try
     /// is no sooner than `retry_after` (the lease's expiry).
     pub held_by: Option<String>,
+    /// An upload budget stopped appending: what was admitted went, the rest
+    /// waits for `resumes_at`. Neither a failure nor the end of the work.
+    pub paused: Option<Paused>,
+}
+
+/// Appending stopped because an upload budget is spent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Paused {
+    /// When the budget allows more again (unix seconds: the next UTC midnight).
+    pub resumes_at: i64,
+    /// Which budget, and how much was spent (no secrets; the config's words).
+    pub reason: String,
 }
 
 impl Report {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::append::Appender;
+use super::budget::Budget;
 use super::failure::{Failure, ledger_failure, pop_failure, session_lost};
 use super::fetch::{self, Bounds, Produced};
 use super::headers::HeaderFacts;
@@ -181,6 +182,7 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
         went_through_all: true,
         listed: Vec::new(),
         resessioned: false,
+        budget: Budget::unlimited(),
         report,
     };
     let result = {
@@ -206,6 +208,7 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
     if let Err(f) = result {
         fail(report, acc, f);
     }
+    record_pause(cx, report).await;
     // An interrupted pass leaves last success and the failure count alone.
     if !(report.interrupted && report.error.is_none()) {
         let err = report
@@ -215,6 +218,24 @@ async fn locked(cx: &Ctx<'_>, report: &mut Report) {
         if let Err(e) = cx.ledger.finish_run(&acc.name, err.as_deref()).await {
             warn!("Cannot record the end of the run: {e:#}");
         }
+    }
+}
+
+/// A budget that stopped appending sets the next pass's earliest time (the
+/// daemon waits for it) and is recorded for `status`; a pass it did not
+/// stop clears the record.
+async fn record_pause(cx: &Ctx<'_>, report: &mut Report) {
+    let paused = report
+        .paused
+        .as_ref()
+        .map(|p| (p.resumes_at, p.reason.as_str()));
+    if let Some((until, _)) = paused {
+        let wait = until.saturating_sub(crate::ledger::now()).max(1);
+        let wait = Duration::from_secs(u64::try_from(wait).unwrap_or(1));
+        report.retry_after = Some(report.retry_after.map_or(wait, |d| d.max(wait)));
+    }
+    if let Err(e) = cx.ledger.set_paused(&cx.account.name, paused).await {
+        warn!("Cannot record the upload budget's pause: {e:#}");
     }
 }
 
@@ -263,6 +284,9 @@ struct Pass<'p, 'a> {
     /// A session found a message listed under the UIDL of another and
     /// asked for one more session to copy it (once per pass).
     resessioned: bool,
+    /// What the account may still append (`max_upload_per_day`,
+    /// `max_messages_per_minute`), for every session of the pass.
+    budget: Budget,
     report: &'p mut Report,
 }
 
@@ -273,6 +297,9 @@ impl Pass<'_, '_> {
             .cx
             .ledger
             .is_recovering(name)
+            .await
+            .map_err(ledger_failure)?;
+        self.budget = Budget::load(self.cx.ledger, name, self.cx.account.target.budget)
             .await
             .map_err(ledger_failure)?;
         // One POP3 session, or several when a delete policy asks for DELEs
@@ -400,7 +427,14 @@ impl Pass<'_, '_> {
         let (tx, rx) = mpsc::channel(fetch::QUEUE);
         let bounds = Bounds::new();
         let threshold = cx.opts.spool_threshold;
-        let mut appender = Appender::new(cx, self.report, &plan.fetch, self.recovering, target);
+        let mut appender = Appender::new(
+            cx,
+            self.report,
+            &plan.fetch,
+            self.recovering,
+            target,
+            &mut self.budget,
+        );
         let (produced, consumed) = tokio::join!(
             fetch::produce(&mut pop, acc, &numbers, threshold, tx, &bounds),
             appender.run(session, &mut self.extra, rx)
@@ -417,9 +451,14 @@ impl Pass<'_, '_> {
             return Ok(!self.report.interrupted);
         }
         let interrupted = self.report.interrupted;
+        if self.report.paused.is_some() {
+            // The rest of the mailbox waits for the budget.
+            self.went_through_all = false;
+        }
+        let paused = self.report.paused.is_some();
         let seen: HashSet<&str> = plan.fetch.iter().map(|f| f.listed.key()).collect();
         let superseded = delete::delete_and_quit(cx, self.report, pop, listing, &seen).await?;
-        if !(plan.more || self.once_more(superseded)) || interrupted {
+        if !(plan.more || self.once_more(superseded)) || interrupted || paused {
             return Ok(false);
         }
         self.wait_login_delay().await

@@ -69,9 +69,14 @@ struct Inner {
     client_id: String,
     client_secret: Option<String>,
     lifetime: u64,
+    /// The lifetime the mint gives the tokens when it differs from the
+    /// `expires_in` announced (a provider whose tokens die early).
+    mint_lifetime: Option<u64>,
     /// Valid refresh tokens and their subject.
     refresh: BTreeMap<String, String>,
     rotate_next: bool,
+    /// Every refresh rotates.
+    rotate_always: bool,
     failures: VecDeque<Failure>,
     /// By user code.
     pending: BTreeMap<String, Pending>,
@@ -107,8 +112,10 @@ impl TokenEndpoint {
             client_id: client_id.to_owned(),
             client_secret: client_secret.map(str::to_owned),
             lifetime: 3600,
+            mint_lifetime: None,
             refresh: BTreeMap::new(),
             rotate_next: false,
+            rotate_always: false,
             failures: VecDeque::new(),
             pending: BTreeMap::new(),
             grants: Vec::new(),
@@ -186,6 +193,19 @@ impl TokenEndpoint {
     /// The `expires_in` of the access tokens issued from now on.
     pub fn set_lifetime(&self, seconds: u64) {
         self.lock().lifetime = seconds;
+    }
+
+    /// The lifetime of the tokens minted from now on, while `expires_in`
+    /// still announces [`Self::set_lifetime`]'s (None: the same): tokens
+    /// that a server refuses before the client expects it to.
+    pub fn set_mint_lifetime(&self, seconds: Option<u64>) {
+        self.lock().mint_lifetime = seconds;
+    }
+
+    /// Every refresh from now on (`true`) answers with a new refresh token
+    /// and revokes the one it was given.
+    pub fn set_rotate(&self, always: bool) {
+        self.lock().rotate_always = always;
     }
 
     /// The next refresh answers with a new refresh token and revokes the
@@ -322,7 +342,7 @@ fn client_ok(s: &Inner, params: &BTreeMap<String, String>, headers: &HeaderMap) 
 
 fn tokens(s: &mut Inner, subject: &str, with_refresh: bool) -> Response {
     let lifetime = s.lifetime;
-    let access = (s.mint)(subject, lifetime);
+    let access = (s.mint)(subject, s.mint_lifetime.unwrap_or(lifetime));
     s.issued_access.push(access.clone());
     let mut body = serde_json::json!({
         "access_token": access,
@@ -376,7 +396,7 @@ async fn token(
                     "the refresh token is expired, revoked or unknown",
                 );
             };
-            let rotate = std::mem::replace(&mut s.rotate_next, false);
+            let rotate = std::mem::replace(&mut s.rotate_next, false) || s.rotate_always;
             if rotate {
                 s.refresh.remove(&rt);
             }
