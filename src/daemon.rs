@@ -49,6 +49,15 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))
+        .inspect(|_| {
+            // Which replica this is, in the words `popferry status` uses
+            // for a lease holder; the lease metrics start at zero.
+            metrics::gauge!("popferry_replica_info", "holder" => sync::lease_holder()).set(1.0);
+            metrics::gauge!(sync::lease_metric::LEASES_HELD).set(0.0);
+            metrics::counter!(sync::lease_metric::PASSES).absolute(0);
+            metrics::counter!(sync::lease_metric::HELD_ELSEWHERE).absolute(0);
+            metrics::counter!(sync::lease_metric::TAKEOVERS).absolute(0);
+        })
 }
 
 /// What the HTTP endpoint and the observer share.

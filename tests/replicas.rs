@@ -388,3 +388,306 @@ fn status_on_a_postgres_ledger_and_url_errors_without_the_password() {
     assert!(out.contains("pf:***@127.0.0.1:9"), "{out}");
     assert!(!out.contains("Hunter2-pw"), "{out}");
 }
+
+/// A value of `/metrics` (a sample without labels, or the first with them).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The lease holder a replica names in `popferry_replica_info{holder="…"}`.
+fn replica_holder(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("popferry_replica_info{"))?;
+    let start = line.find("holder=\"")? + "holder=\"".len();
+    let rest = line.get(start..)?;
+    Some(rest.get(..rest.find('"')?)?.to_owned())
+}
+
+/// `/metrics` of each replica: the leases it holds, the passes it ran
+/// (exactly the pass records the ledger has under its holder name), and
+/// the takeovers (exactly one: the test's own lease left to expire
+/// unreleased, as a dead replica's would be).
+#[test]
+fn each_replica_s_metrics_count_its_leases_passes_and_takeovers() {
+    const N: usize = 6;
+    let mut users: Vec<User> = (0..N).map(|i| User::maildir(&source(i))).collect();
+    users.push(User::new("target", support::PASSWORD, Storage::Mdbox));
+    let d = Dovecot::builder().users(users).start();
+    for i in 0..N {
+        d.seed(&source(i), &messages(i));
+    }
+    let db = support::postgres::database();
+    let mut b = ConfigBuilder::new(&d, &source(0), "target")
+        .mailbox(&mailbox(0))
+        .postgres(&db.url)
+        .lease_ttl("4s")
+        // One pass each (the first within 10 s), then quiet: the counts
+        // can be compared with the ledger's at rest.
+        .daemon_poll_interval("1h")
+        .max_concurrent_accounts(2);
+    for i in 1..N {
+        b = b
+            .add_account(&d, &source(i), &source(i), "target")
+            .mailbox(&mailbox(i));
+    }
+    let at = b.ledger_at();
+    // A replica that died holding src00: its lease expires unreleased.
+    assert!(support::ledger::hold(
+        &at,
+        &source(0),
+        "a replica that died",
+        Duration::from_secs(1)
+    ));
+    let mut daemons = Vec::new();
+    for r in 0..2 {
+        let port = support::daemon::free_port();
+        let cfg = b
+            .clone()
+            .file_name(&format!("replica{r}.toml"))
+            .listen(&format!("127.0.0.1:{port}"))
+            .write();
+        daemons.push(support::daemon::RunningDaemon::start(
+            &cfg,
+            port,
+            &d.scratch().join(format!("replica{r}.log")),
+        ));
+    }
+    let ledger = block_on(support::ledger::open(&at));
+    let done = |l: &Ledger| {
+        block_on(async {
+            let mut n = 0;
+            for i in 0..N {
+                let rows = l.messages(&source(i)).await.expect("rows");
+                n += rows.values().filter(|r| r.state == State::Appended).count();
+            }
+            n
+        })
+    };
+    daemons[0].wait_for("every message copied", |_| done(&ledger) == N * MESSAGES);
+
+    // At rest: no lease held, and two scrapes a second apart agree.
+    let scrape = |daemons: &[support::daemon::RunningDaemon]| -> Vec<String> {
+        daemons
+            .iter()
+            .map(|x| x.get("/metrics", &[]).body)
+            .collect()
+    };
+    let passes_of = |texts: &[String]| -> Vec<f64> {
+        texts
+            .iter()
+            .map(|t| sample(t, "popferry_passes_total").unwrap_or(-1.0))
+            .collect()
+    };
+    let start = Instant::now();
+    let texts = loop {
+        let a = scrape(&daemons);
+        std::thread::sleep(Duration::from_secs(1));
+        let b = scrape(&daemons);
+        let idle = b
+            .iter()
+            .all(|t| sample(t, "popferry_leases_held") == Some(0.0));
+        if idle && passes_of(&a) == passes_of(&b) {
+            break b;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never at rest:\n{}",
+            b.join("\n")
+        );
+    };
+
+    let records: Vec<PassRecord> = block_on(async {
+        let mut all = Vec::new();
+        for i in 0..N {
+            all.extend(ledger.passes(&source(i)).await.expect("passes"));
+        }
+        all
+    });
+    let mut takeovers = 0.0;
+    let mut passes = 0.0;
+    for t in &texts {
+        let holder = replica_holder(t).unwrap_or_else(|| panic!("no replica_info:\n{t}"));
+        let ran = sample(t, "popferry_passes_total").expect("passes_total");
+        let recorded = records.iter().filter(|p| p.holder == holder).count();
+        assert_eq!(ran, recorded as f64, "{holder}: passes vs the ledger\n{t}");
+        assert!(
+            sample(t, "popferry_passes_held_elsewhere_total").is_some(),
+            "{t}"
+        );
+        takeovers += sample(t, "popferry_lease_takeovers_total").expect("takeovers");
+        passes += ran;
+    }
+    assert!(passes >= N as f64, "every account passed: {passes}");
+    assert_eq!(
+        takeovers,
+        1.0,
+        "one lease expired unreleased\n{}",
+        texts.join("\n")
+    );
+    for dm in &mut daemons {
+        dm.stop();
+    }
+}
+
+/// `popferry status` names the process holding each account's lease, and
+/// when that lease expires; a free account names nobody.
+fn status_names_the_lease_holder(backend: support::ledger::Backend) {
+    let d = Dovecot::start();
+    let on = backend.apply(ConfigBuilder::new(&d, "alice", "dave"));
+    let b = on.builder.add_account(&d, "free", "bob", "dave");
+    let cfg = b.write();
+    assert!(support::ledger::hold(
+        b.ledger_at(),
+        "alice",
+        "replica-7 pid 42 cafe",
+        Duration::from_secs(300)
+    ));
+    let out = support::popferry(&["status", "-c", cfg.to_str().expect("utf-8")], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        support::describe_output(&out)
+    );
+    let (alice, free) = text.split_once("\nfree\n").expect("both accounts");
+    assert!(
+        alice.contains("held by       replica-7 pid 42 cafe (lease until 20"),
+        "{text}"
+    );
+    assert!(!free.contains("held by"), "{text}");
+    let out = support::popferry(
+        &["status", "--json", "-c", cfg.to_str().expect("utf-8")],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("\"held_by\": \"replica-7 pid 42 cafe\""),
+        "{text}"
+    );
+    drop(on.db);
+}
+both_backends!(status_names_the_lease_holder);
+
+/// Replicas given a file with only an [account_template] share the
+/// accounts kept in the ledger; one imported while they run is taken up on
+/// SIGHUP; every message arrives exactly once.
+#[test]
+fn replicas_share_the_accounts_kept_in_the_ledger_and_reload_them() {
+    const N: usize = 5;
+    let mut users: Vec<User> = (0..N).map(|i| User::maildir(&source(i))).collect();
+    users.push(User::new("target", support::PASSWORD, Storage::Mdbox));
+    let d = Dovecot::builder().users(users).start();
+    for i in 0..N {
+        d.seed(&source(i), &messages(i));
+    }
+    let db = support::postgres::database();
+    let pw = d.scratch().join("password");
+    fs::write(&pw, support::PASSWORD).expect("password file");
+    let ca = d.ca_file.display().to_string();
+    let cfg = d.scratch().join("fleet.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[ledger]\nurl = {:?}\nlease_ttl = \"4s\"\n\n[daemon]\npoll_interval = \"3s\"\n\n\
+             [account_template]\n[account_template.source]\nport = {}\nca_file = {ca:?}\n\
+             [account_template.target]\nport = {}\nca_file = {ca:?}\n",
+            db.url, d.pop3s_port, d.imaps_port
+        ),
+    )
+    .expect("config");
+    let cfg_s = cfg.to_str().expect("utf-8");
+    let import = |range: std::ops::Range<usize>| {
+        let csv = d.scratch().join(format!("fleet{}.csv", range.start));
+        let mut text = String::from(
+            "name,source_host,source_username,source_password,target_host,target_username,target_password,mailbox\n",
+        );
+        for i in range {
+            text.push_str(&format!(
+                "{s},127.0.0.1,{s},file:{p},127.0.0.1,target,file:{p},{m}\n",
+                s = source(i),
+                p = pw.display(),
+                m = mailbox(i)
+            ));
+        }
+        fs::write(&csv, text).expect("csv");
+        let out = support::popferry(
+            &[
+                "accounts",
+                "import",
+                csv.to_str().expect("utf-8"),
+                "-c",
+                cfg_s,
+            ],
+            &[],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            support::describe_output(&out)
+        );
+    };
+    import(0..N - 1);
+    let ledger = block_on(support::ledger::open(&support::ledger::LedgerAt::Postgres(
+        db.url.clone(),
+    )));
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|r| Replica::start(&cfg, d.scratch().join(format!("fleet{r}.log"))))
+        .collect();
+    let logs = |replicas: &[Replica]| {
+        replicas
+            .iter()
+            .map(Replica::log_text)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let wait_all = |n: usize, replicas: &[Replica]| {
+        let start = Instant::now();
+        loop {
+            let (done, _) = snapshot(&ledger);
+            if done.iter().take(n).all(|x| *x == MESSAGES) {
+                return done;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not all accounts finished: {done:?}\n{}",
+                logs(replicas)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let done = wait_all(N - 1, &replicas);
+    assert_eq!(done[N - 1], 0, "not imported yet");
+
+    import(N - 1..N);
+    for r in &replicas {
+        r.signal("HUP");
+    }
+    wait_all(N, &replicas);
+    std::thread::sleep(Duration::from_secs(4));
+    for r in &replicas {
+        r.signal("TERM");
+    }
+    for r in &mut replicas {
+        let status = r.wait_exit(Duration::from_secs(40));
+        assert!(status.is_some_and(|s| s.success()), "{}", r.log_text());
+    }
+    let (_, passes) = snapshot(&ledger);
+    for i in 0..N {
+        let got = imap_fetch_all(&d, "target", &mailbox(i));
+        assert_eq!(got.len(), MESSAGES, "account {i}: every message once");
+    }
+    let holders: std::collections::BTreeSet<&str> =
+        passes.iter().flatten().map(|p| p.holder.as_str()).collect();
+    assert!(!passes[N - 1].is_empty(), "the reloaded account passed");
+    assert!(holders.len() <= 2, "{holders:?}");
+}

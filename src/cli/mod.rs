@@ -1,6 +1,7 @@
 //! Subcommands: one file each, sharing configuration loading and the exit
 //! status convention.
 
+mod accounts;
 mod check;
 mod oauth;
 mod run;
@@ -82,10 +83,38 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Accounts kept in the ledger beside the file's (fleets of thousands)
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// OAuth2: sign in and store the refresh token
     Oauth {
         #[command(subcommand)]
         command: OauthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add (or replace) accounts from a CSV file: a header line, then one account a line
+    ///
+    /// Columns: name, source_host, source_username, source_password, target_host,
+    /// target_username, target_password, and optionally mailbox and delete. Passwords
+    /// are references only (env:NAME, file:/path, command:CMD). The other settings come
+    /// from the configuration's [account_template]. One bad line and nothing is imported.
+    Import {
+        /// The CSV file
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+    },
+    /// The accounts of the file and of the ledger
+    List,
+    /// Remove an account kept in the ledger (its history stays)
+    Remove {
+        /// The account
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }
 
@@ -144,14 +173,35 @@ impl Outcome {
 pub async fn execute(args: Args) -> Outcome {
     // `status` contacts no server; `oauth login` is how a missing refresh
     // token file comes to exist (and needs no mail server's password).
-    let needs_secrets = !matches!(args.command, Command::Status { .. } | Command::Oauth { .. });
-    let cfg = match config::load(args.config.as_deref(), needs_secrets) {
+    let needs_secrets = !matches!(
+        args.command,
+        Command::Status { .. } | Command::Oauth { .. } | Command::Accounts { .. }
+    );
+    let mut cfg = match config::load(args.config.as_deref(), needs_secrets) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("popferry: configuration error: {e}");
             return Outcome::Usage;
         }
     };
+    // The accounts kept in the ledger join the file's (`accounts` keeps
+    // them apart; `oauth login` is for the file's).
+    if !matches!(
+        args.command,
+        Command::Accounts { .. } | Command::Oauth { .. }
+    ) {
+        match accounts::merge(&mut cfg, needs_secrets).await {
+            Ok(()) => {}
+            Err(accounts::MergeError::Config(e)) => {
+                eprintln!("popferry: configuration error: {e}");
+                return Outcome::Usage;
+            }
+            Err(accounts::MergeError::Ledger(e)) => {
+                eprintln!("popferry: {e:#}");
+                return Outcome::Failed;
+            }
+        }
+    }
     if matches!(
         args.command,
         Command::Sync { .. } | Command::Run | Command::Verify { repair: true, .. }
@@ -178,6 +228,11 @@ pub async fn execute(args: Args) -> Outcome {
             json,
             repair,
         } => verify::execute(&cfg, &accounts, json, repair).await,
+        Command::Accounts { command } => match command {
+            AccountsCommand::Import { file } => accounts::import(&cfg, &file).await,
+            AccountsCommand::List => accounts::list(&cfg).await,
+            AccountsCommand::Remove { name } => accounts::remove(&cfg, &name).await,
+        },
         Command::Oauth {
             command:
                 OauthCommand::Login {

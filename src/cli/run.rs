@@ -116,7 +116,14 @@ async fn run(cfg: Config, flag: Option<PathBuf>) -> anyhow::Result<()> {
                 info!(accounts = asked.len(), "SIGUSR1: every account is due now");
             }
             _ = hup.recv() => {
-                match config::load(flag.as_deref(), true) {
+                let loaded = match config::load(flag.as_deref(), true) {
+                    Ok(mut new) => super::accounts::merge_from(&mut new, &ledger, true)
+                        .await
+                        .map(|()| new)
+                        .map_err(|e| format!("{e:#}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                match loaded {
                     Ok(new) => {
                         if new.ledger_path != current.ledger_path
                             || new.ledger_url != current.ledger_url

@@ -62,6 +62,13 @@ pub async fn execute(cfg: &Config, json: bool) -> Outcome {
         for (label, value) in status::times(s) {
             println!("  {label:<13} {value}");
         }
+        if let Some(holder) = &s.held_by {
+            println!(
+                "  {:<13} {holder} (lease until {})",
+                "held by",
+                status::when(s.lease_until)
+            );
+        }
     }
     Outcome::Ok
 }

@@ -121,9 +121,10 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
         t.resolve_blocking()
             .map_err(|m| invalid(format!("daemon.status_token: {m}")))?;
     }
-    if raw.accounts.is_empty() {
+    // With an [account_template], the accounts may all be in the ledger.
+    if raw.accounts.is_empty() && raw.account_template.is_none() {
         return Err(invalid(
-            "no [[accounts]] defined: add at least one (see config/popferry.example.toml)".into(),
+            "no [[accounts]] defined: add at least one, or an [account_template] for accounts kept in the ledger (see config/popferry.example.toml)".into(),
         ));
     }
 
@@ -178,6 +179,7 @@ pub fn load_str(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config
             },
         },
         accounts,
+        account_template: raw.account_template,
         source_path: path.to_owned(),
     })
 }
@@ -230,7 +232,7 @@ fn absolutize(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn account(
+pub(super) fn account(
     acc: RawAccount,
     name: String,
     daemon_poll: Duration,

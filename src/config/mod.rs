@@ -9,6 +9,7 @@
 //! at each login through [`ServerSettings::credential`] (see `secret.rs`).
 
 mod auth;
+pub mod db_accounts;
 pub mod env;
 mod load;
 mod oauth2;
@@ -188,6 +189,9 @@ pub struct Config {
     pub daemon: Daemon,
     pub spool: Spool,
     pub accounts: Vec<Account>,
+    /// `[account_template]`: what the accounts kept in the ledger take
+    /// beside their row (`db_accounts.rs`).
+    pub account_template: Option<toml::Table>,
     /// The file this was read from, for messages.
     pub source_path: PathBuf,
 }

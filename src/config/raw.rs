@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub spool: RawSpool,
     #[serde(default)]
     pub accounts: Vec<toml::Spanned<RawAccount>>,
+    /// `[account_template]`: the keys of an `[[accounts]]` table that the
+    /// accounts kept in the ledger take (see `db_accounts.rs`).
+    pub account_template: Option<toml::Table>,
 }
 
 /// `[ledger]`: a SQLite file (`path`) or a PostgreSQL database (`url`, a

@@ -187,7 +187,13 @@ pub enum Attempt {
 pub enum Lease {
     /// This process holds the account until then (unix seconds) unless it
     /// renews the lease.
-    Held { until: i64 },
+    Held {
+        until: i64,
+        /// Set when this claim took the account over from another holder
+        /// whose lease expired without being given back (a replica that
+        /// died or was cut off): that holder.
+        took_over: Option<String>,
+    },
     /// Another process holds it, until then unless renewed.
     HeldBy { holder: String, until: i64 },
 }
@@ -216,6 +222,31 @@ pub struct PassRecord {
     pub error: Option<String>,
 }
 
+/// An account kept in the ledger (`popferry accounts import`): what its
+/// CSV line gave; `config::db_accounts` makes it an account with the
+/// file's `[account_template]`. Passwords are references (`env:NAME`,
+/// `file:/path`, `command:CMD`), never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedAccount {
+    pub name: String,
+    pub source_host: String,
+    pub source_username: String,
+    pub source_password: String,
+    pub target_host: String,
+    pub target_username: String,
+    pub target_password: String,
+    pub mailbox: Option<String>,
+    /// `[accounts.policy] delete`.
+    pub delete: Option<String>,
+}
+
+/// What [`Ledger::import_accounts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub added: u64,
+    pub updated: u64,
+}
+
 /// Per-account figures for `status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AccountStatus {
@@ -231,6 +262,11 @@ pub struct AccountStatus {
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_run: Option<i64>,
+    /// Who holds the account's lease now (a replica of `popferry run`, or a
+    /// `popferry sync`: "host pid N tag"), while the lease runs.
+    pub held_by: Option<String>,
+    /// When that lease expires unless renewed (unix seconds).
+    pub lease_until: Option<i64>,
     /// An upload budget stopped appending until then (unix seconds), and
     /// why (the pass's words). May lie in the past: compare with [`now`].
     pub paused_until: Option<i64>,
@@ -554,6 +590,23 @@ impl Ledger {
             Backend::Sqlite(_) => Ok(Vec::new()),
             Backend::Postgres(l) => l.passes(account).await,
         }
+    }
+
+    /// Adds these accounts to the ledger, or replaces those of the same
+    /// name, in one transaction.
+    pub async fn import_accounts(&self, accounts: &[ImportedAccount]) -> anyhow::Result<Imported> {
+        on_backend!(self, l => l.import_accounts(accounts).await)
+    }
+
+    /// The accounts kept in the ledger, by name.
+    pub async fn imported_accounts(&self) -> anyhow::Result<Vec<ImportedAccount>> {
+        on_backend!(self, l => l.imported_accounts().await)
+    }
+
+    /// Removes an account kept in the ledger (its messages' history stays);
+    /// false if there was none of that name.
+    pub async fn remove_imported_account(&self, name: &str) -> anyhow::Result<bool> {
+        on_backend!(self, l => l.remove_imported_account(name).await)
     }
 
     /// Figures for `status`, for the given accounts (in that order) plus any

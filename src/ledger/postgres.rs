@@ -35,6 +35,8 @@ use super::{
 
 #[path = "postgres_accounts.rs"]
 mod accounts;
+#[path = "postgres_imported.rs"]
+mod imported;
 
 /// The lease this handle holds on one account.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -242,6 +242,25 @@ impl PostgresLedger {
             s.paused_until = r.try_get("paused_until")?;
             s.paused_reason = r.try_get("paused_reason")?;
         }
+        // Who holds each account now (a lease that has not expired).
+        let rows = sqlx::query(
+            "SELECT account, holder, expires_at FROM leases
+             WHERE holder <> '' AND expires_at > extract(epoch FROM now())::BIGINT",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("account")?;
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            s.held_by = Some(r.try_get("holder")?);
+            s.lease_until = Some(r.try_get("expires_at")?);
+        }
         let mut out = Vec::new();
         for name in accounts {
             out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
@@ -322,7 +341,10 @@ impl PostgresLedger {
                     .execute(&mut *tx)
                     .await
                     .context("Cannot renew the account's lease in the ledger")?;
-                Lease::Held { until }
+                Lease::Held {
+                    until,
+                    took_over: None,
+                }
             }
             Some(_) => Lease::HeldBy {
                 holder: if current.is_empty() || current == holder {
@@ -356,7 +378,12 @@ impl PostgresLedger {
                         },
                     );
                 }
-                Lease::Held { until }
+                // Released leases expire at 0; a running one was renewed.
+                let unreleased = !current.is_empty() && current != holder && expires_at > 0;
+                Lease::Held {
+                    until,
+                    took_over: unreleased.then_some(current),
+                }
             }
             None => Lease::HeldBy {
                 holder: current,

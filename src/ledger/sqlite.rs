@@ -22,6 +22,8 @@ use super::{
 
 #[path = "sqlite_accounts.rs"]
 mod accounts;
+#[path = "sqlite_imported.rs"]
+mod imported;
 
 /// Waits for, then holds, the exclusive lock on `<ledger>.lock` (released
 /// when the file is dropped, or when the process ends in any way).

@@ -177,6 +177,24 @@ impl SqliteLedger {
             s.paused_until = r.try_get("paused_until")?;
             s.paused_reason = r.try_get("paused_reason")?;
         }
+        // Who holds each account now (a lease that has not expired).
+        let rows =
+            sqlx::query("SELECT account, holder, expires_at FROM leases WHERE expires_at > ?")
+                .bind(now())
+                .fetch_all(&self.pool)
+                .await
+                .context("Cannot read the ledger")?;
+        for r in rows {
+            let name: String = r.try_get("account")?;
+            let s = by_name
+                .entry(name.clone())
+                .or_insert_with(|| AccountStatus {
+                    account: name,
+                    ..Default::default()
+                });
+            s.held_by = Some(r.try_get("holder")?);
+            s.lease_until = Some(r.try_get("expires_at")?);
+        }
         let mut out = Vec::new();
         for name in accounts {
             out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
@@ -199,23 +217,40 @@ impl SqliteLedger {
     ) -> anyhow::Result<Lease> {
         let t = now();
         let until = t.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        // The lease as it is now: taking it over is then conditional on
+        // its holder still being that one, so that a takeover knows whose
+        // lease it took.
+        let before = sqlx::query("SELECT holder, expires_at FROM leases WHERE account = ?")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the account's lease in the ledger")?;
+        let before: Option<(String, i64)> = match before {
+            Some(r) => Some((r.try_get("holder")?, r.try_get("expires_at")?)),
+            None => None,
+        };
+        let previous = before.as_ref().map_or("", |(h, _)| h.as_str());
         let won = sqlx::query(
             "INSERT INTO leases (account, holder, taken_at, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (account) DO UPDATE SET
                holder = excluded.holder, expires_at = excluded.expires_at,
                taken_at = CASE WHEN leases.holder = excluded.holder THEN leases.taken_at ELSE excluded.taken_at END
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+             WHERE leases.holder = excluded.holder OR (leases.expires_at <= ?3 AND leases.holder = ?5)
              RETURNING holder",
         )
         .bind(account)
         .bind(holder)
         .bind(t)
         .bind(until)
+        .bind(previous)
         .fetch_optional(&self.pool)
         .await
         .context("Cannot take the account's lease in the ledger")?;
         if won.is_some() {
-            return Ok(Lease::Held { until });
+            // A released lease has no row: one still there, of another
+            // holder, expired unreleased.
+            let took_over = before.filter(|(h, _)| h != holder).map(|(h, _)| h);
+            return Ok(Lease::Held { until, took_over });
         }
         let row = sqlx::query("SELECT holder, expires_at FROM leases WHERE account = ?")
             .bind(account)

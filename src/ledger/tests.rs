@@ -649,3 +649,6 @@ async fn postgres_a_lease_being_claimed_is_skipped_not_waited_for() {
         Lease::Held { .. }
     ));
 }
+
+#[path = "fleet_tests.rs"]
+mod fleet;

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::ledger::{Lease, Ledger, now};
 
@@ -26,8 +26,8 @@ fn renew_every(ledger: &Ledger) -> Duration {
 }
 
 /// This process's name as a lease holder: host, process id and a random
-/// tag (process ids are reused).
-pub(super) fn holder() -> &'static str {
+/// tag (process ids are reused). `status` shows it for each account held.
+pub fn holder() -> &'static str {
     static HOLDER: OnceLock<String> = OnceLock::new();
     HOLDER.get_or_init(|| {
         use std::hash::BuildHasher;
@@ -73,27 +73,59 @@ pub(super) struct HeldBy {
     pub until: i64,
 }
 
+/// The metrics of this process's leases (per replica: `/metrics` of
+/// `popferry run`; recorded nowhere in a `popferry sync`).
+pub mod metric {
+    /// Gauge: the leases this process holds now (passes in progress).
+    pub const LEASES_HELD: &str = "popferry_leases_held";
+    /// Counter: passes this process ran under a lease it held.
+    pub const PASSES: &str = "popferry_passes_total";
+    /// Counter: passes not run because another process held the account.
+    pub const HELD_ELSEWHERE: &str = "popferry_passes_held_elsewhere_total";
+    /// Counter: claims of an account whose previous lease was never given
+    /// back (its holder died or was cut off: it expired, or its process
+    /// is gone from this host).
+    pub const TAKEOVERS: &str = "popferry_lease_takeovers_total";
+}
+
 /// Takes the lease on `account`, or says who has it. A lease held by a
 /// process of this host that is gone is taken over.
 pub(super) async fn take(ledger: &Ledger, account: &str) -> anyhow::Result<Result<(), HeldBy>> {
     let ttl = ledger.lease_ttl();
-    match ledger.take_lease(account, holder(), ttl).await? {
-        Lease::Held { .. } => Ok(Ok(())),
+    let taken = match ledger.take_lease(account, holder(), ttl).await? {
+        Lease::Held { took_over, .. } => Ok(took_over),
         Lease::HeldBy { holder: other, .. } if is_dead_here(&other) => {
             warn!(holder = %other, "Taking over the lease of a popferry process that is gone");
             ledger.release_lease(account, &other).await?;
             let ttl = ledger.lease_ttl();
             match ledger.take_lease(account, holder(), ttl).await? {
-                Lease::Held { .. } => Ok(Ok(())),
-                Lease::HeldBy { holder, until } => Ok(Err(HeldBy { holder, until })),
+                Lease::Held { .. } => Ok(Some(other)),
+                Lease::HeldBy { holder, until } => Err(HeldBy { holder, until }),
             }
         }
-        Lease::HeldBy { holder, until } => Ok(Err(HeldBy { holder, until })),
+        Lease::HeldBy { holder, until } => Err(HeldBy { holder, until }),
+    };
+    match taken {
+        Ok(took_over) => {
+            if let Some(previous) = took_over {
+                info!(previous = %previous, "Took the account over: its previous lease expired without being given back");
+                metrics::counter!(metric::TAKEOVERS).increment(1);
+            }
+            metrics::gauge!(metric::LEASES_HELD).increment(1.0);
+            metrics::counter!(metric::PASSES).increment(1);
+            Ok(Ok(()))
+        }
+        Err(held) => {
+            metrics::counter!(metric::HELD_ELSEWHERE).increment(1);
+            Ok(Err(held))
+        }
     }
 }
 
-/// Gives the lease back at the end of a pass.
+/// Gives the lease back at the end of a pass (every [`take`] that
+/// succeeded is followed by one).
 pub(super) async fn release(ledger: &Ledger, account: &str) {
+    metrics::gauge!(metric::LEASES_HELD).decrement(1.0);
     if let Err(e) = ledger.release_lease(account, holder()).await {
         // It expires by itself.
         warn!("Cannot release the account's lease: {e:#}");

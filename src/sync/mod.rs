@@ -45,6 +45,7 @@ pub mod verify_plan;
 
 use std::time::Duration;
 
+pub use lease::{holder as lease_holder, metric as lease_metric};
 pub use pass::run_once;
 pub use verify::{Problem, Repaired, TargetMessage, VerifyOptions, VerifyReport, verify};
 
