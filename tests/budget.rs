@@ -214,10 +214,17 @@ fn the_daemon_waits_for_the_next_day_and_says_so_on_its_page_and_metrics() {
     });
     let page = daemon.get("/", &[]).body;
     assert!(page.contains("resumes at"), "{page}");
+    // The page reads the ledger, written inside the pass; the metrics are
+    // recorded once the pass has returned: wait for them too.
+    const GAUGE: &str = "popferry_budget_resumes_at_timestamp_seconds{account=\"paced\"}";
+    daemon.wait_for("the budget gauge", |dm| {
+        dm.try_get("/metrics", &[])
+            .is_some_and(|a| a.body.lines().any(|l| l.starts_with(GAUGE)))
+    });
     let metrics = daemon.get("/metrics", &[]).body;
     let gauge = metrics
         .lines()
-        .find(|l| l.starts_with("popferry_budget_resumes_at_timestamp_seconds{account=\"paced\"}"))
+        .find(|l| l.starts_with(GAUGE))
         .unwrap_or_else(|| panic!("no budget gauge:\n{metrics}"));
     let resumes: f64 = gauge
         .rsplit(' ')
