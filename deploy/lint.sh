@@ -44,8 +44,11 @@ run() {
     if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$out"; fi
 }
 
-k8s_resources=(kubernetes/configmap.yaml kubernetes/secret.example.yaml kubernetes/service.yaml kubernetes/statefulset.yaml)
-yaml_files=(compose.yaml kubernetes/*.yaml)
+k8s_resources=(kubernetes/configmap.yaml kubernetes/secret.example.yaml kubernetes/service.yaml kubernetes/statefulset.yaml
+    kubernetes/replicas/configmap.yaml kubernetes/replicas/secret.example.yaml kubernetes/replicas/service.yaml
+    kubernetes/replicas/deployment.yaml kubernetes/replicas/poddisruptionbudget.yaml)
+compose_files=(compose.yaml compose.postgres.yaml)
+yaml_files=("${compose_files[@]}" kubernetes/*.yaml kubernetes/replicas/*.yaml)
 
 # --- tools -----------------------------------------------------------------
 if ! command -v python3 >/dev/null; then
@@ -92,7 +95,7 @@ fi
 if have yamllint; then
     # Style is not the point; duplicate keys, bad indentation, tabs and
     # trailing spaces are (a duplicate key silently wins in most parsers).
-    run "yamllint: compose.yaml kubernetes/" "$vbin/yamllint" --strict -d '{
+    run "yamllint: ${compose_files[*]} kubernetes/ kubernetes/replicas/" "$vbin/yamllint" --strict -d '{
         extends: default,
         rules: {line-length: {max: 120}, document-start: disable,
                 comments: {min-spaces-from-content: 1}}}' "${yaml_files[@]}"
@@ -102,8 +105,10 @@ fi
 
 # --- compose ---------------------------------------------------------------
 if have check-jsonschema; then
-    run "compose.yaml against the Compose Specification schema" \
-        "$vbin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml
+    for f in "${compose_files[@]}"; do
+        run "$f against the Compose Specification schema" \
+            "$vbin/check-jsonschema" --builtin-schema vendor.compose-spec "$f"
+    done
 else
     skip "compose schema" "check-jsonschema not installed"
 fi
@@ -151,6 +156,11 @@ def keys_ok(where, cfg):
             if k == "password" and isinstance(v, dict):
                 check(set(v) <= {"file", "env", "command"} and len(v) == 1,
                       f"{where}: [{sec}] password must be one of file/env/command")
+                continue
+            # Any other key in a secret form ([ledger] url, status_token, ...).
+            if isinstance(v, dict) and len(v) == 1 and set(v) <= {"file", "env", "command"}:
+                check(k in allowed.get(sec, set()),
+                      f"{where}: key {k!r} in [{sec}] is not in config/popferry.example.toml")
                 continue
             if isinstance(v, dict):
                 walk(f"{sec}.{k}" if sec else k, v); continue
@@ -267,6 +277,99 @@ want = sorted(f"{mounts['credentials']}/{s}" for s in sec["stringData"])
 check(secret_files(kcfg) == want, f"Secret files {want} != ConfigMap password files {secret_files(kcfg)}")
 # Handed to the binary check below, which judges it on its own.
 (pathlib.Path(sys.argv[2]) / "configmap.toml").write_text(kcfg_text)
+
+# The PostgreSQL layout: the container config for replicas.
+ptoml = tomllib.loads((deploy / "popferry.postgres.toml").read_text())
+keys_ok("popferry.postgres.toml", ptoml)
+check("path" not in ptoml["ledger"] and ptoml["ledger"].get("url") == {"file": "/run/secrets/database_url"},
+      "popferry.postgres.toml: [ledger] url = { file = \"/run/secrets/database_url\" }, no path")
+check(ptoml["daemon"].get("listen") == "0.0.0.0:9925", "popferry.postgres.toml: listen must be 0.0.0.0:9925")
+check(ptoml["spool"]["path"] == "/data/spool", "popferry.postgres.toml: spool on the image's /data/spool")
+
+# compose.postgres.yaml: a postgres service, N popferry replicas after it.
+pc = yaml.safe_load((deploy / "compose.postgres.yaml").read_text())
+pg, pf = pc["services"]["postgres"], pc["services"]["popferry"]
+check(re.fullmatch(r"postgres:\d+(-\S+)?", pg["image"] or ""), "compose.postgres: postgres must be the official image with a major version")
+check(pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"], "compose.postgres: postgres healthcheck must be pg_isready")
+check(any(v.split(":")[1] == "/var/lib/postgresql/data" and v.split(":")[0] in pc.get("volumes", {})
+          for v in pg["volumes"]), "compose.postgres: postgres data must be on a named volume")
+check("ports" not in pg, "compose.postgres: the database must not be published")
+check(pg["environment"].get("POSTGRES_PASSWORD_FILE") == "/run/secrets/postgres_password"
+      and "POSTGRES_PASSWORD" not in pg["environment"], "compose.postgres: the database password from a secret file")
+check(pf["depends_on"]["postgres"]["condition"] == "service_healthy", "compose.postgres: popferry must wait for a healthy postgres")
+check(pf.get("deploy", {}).get("replicas", 1) >= 2, "compose.postgres: deploy.replicas must be at least 2")
+check("container_name" not in pf, "compose.postgres: container_name forbids replicas")
+check(pf["build"] == svc["build"] and pf["image"] == svc["image"], "compose.postgres: same image/build as compose.yaml")
+check("./popferry-replicas.toml:/etc/popferry/popferry.toml:ro" in pf["volumes"], "compose.postgres: config not mounted read-only")
+check(pf["ports"] == ["127.0.0.1::9925"], "compose.postgres: port must be 127.0.0.1::9925 (one host port per replica)")
+for key in ("restart", "init", "read_only", "tmpfs", "cap_drop", "security_opt", "stop_grace_period", "healthcheck"):
+    check(pf.get(key) == svc.get(key), f"compose.postgres: popferry's {key} differs from compose.yaml's")
+want = sorted(f"/run/secrets/{s}" for s in pf["secrets"] if s != "database_url")
+check(secret_files(ptoml) == want, f"compose.postgres secrets {want} != config password files {secret_files(ptoml)}")
+check("database_url" in pf["secrets"], "compose.postgres: popferry needs the database_url secret")
+for s in set(pf["secrets"]) | set(pg["secrets"]):
+    check(s in pc.get("secrets", {}), f"compose.postgres: secret {s} not declared")
+
+# Kubernetes replicas: a Deployment for the PostgreSQL ledger.
+kr = k / "replicas"
+rkust = yaml.safe_load((kr / "kustomization.yaml").read_text())
+rlisted = set(rkust["resources"])
+rpresent = {p.name for p in kr.glob("*.yaml")} - {"kustomization.yaml"}
+check(rlisted == rpresent, f"replicas kustomization resources {sorted(rlisted)} != files {sorted(rpresent)}")
+check("namespace" not in rkust, "replicas kustomization must stay namespace-agnostic")
+check(rkust.get("images") == kust.get("images"), "replicas kustomization: images differ from the StatefulSet's")
+rdocs = {}
+for name in rpresent:
+    for d in yaml.safe_load_all((kr / name).read_text()):
+        if d:
+            check("namespace" not in d["metadata"], f"replicas/{name}: hard-coded namespace")
+            rdocs.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+names = {n for kind in rdocs.values() for n in kind}
+check(not names & {d["metadata"]["name"] for d in docs.values()}, "replicas: a name clashes with the StatefulSet layout's")
+(dep,) = rdocs["Deployment"].values(); rpod = dep["spec"]["template"]["spec"]; rc = rpod["containers"][0]
+check(dep["spec"]["replicas"] >= 2, "Deployment: replicas must be at least 2")
+check("volumeClaimTemplates" not in dep["spec"] and
+      not any("persistentVolumeClaim" in v for v in rpod["volumes"]), "Deployment: no PVC (the ledger is in PostgreSQL)")
+# Everything the StatefulSet's pod fixes, the Deployment's fixes the same way.
+for key in ("terminationGracePeriodSeconds", "securityContext", "automountServiceAccountToken", "enableServiceLinks"):
+    check(rpod.get(key) == pod.get(key), f"Deployment: pod {key} differs from the StatefulSet's")
+for key in ("image", "args", "ports", "startupProbe", "livenessProbe", "readinessProbe", "securityContext"):
+    check(rc.get(key) == c.get(key), f"Deployment: container {key} differs from the StatefulSet's")
+rmounts = {m["name"]: m["mountPath"] for m in rc["volumeMounts"]}
+rvols = {v["name"]: v for v in rpod["volumes"]}
+check(all("emptyDir" in rvols[n] or n in ("config", "credentials") for n in rvols), "Deployment: unexpected volume kind")
+check(rmounts.get("tmp") == "/tmp" and rmounts.get("spool") == "/data/spool", "Deployment: emptyDirs on /tmp and /data/spool")
+check(rdocs["Deployment"] and dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items(),
+      "Deployment selector does not match its pod labels")
+rcm = rdocs["ConfigMap"][rvols["config"]["configMap"]["name"]]
+check(rmounts["config"] == "/etc/popferry", "the replicas ConfigMap must be mounted at /etc/popferry")
+rsec = rdocs["Secret"][rvols["credentials"]["secret"]["secretName"]]
+env = {e["name"]: e for e in rc["env"]}
+ref = env.get("DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+check(ref.get("name") in rdocs["Secret"] and ref.get("key") in rdocs["Secret"][ref.get("name")]["stringData"],
+      "Deployment: DATABASE_URL must come from a Secret in secret.example.yaml")
+for d in rdocs["Secret"].values():
+    check(all("CHANGE-ME" in v for v in d["stringData"].values()),
+          "replicas/secret.example.yaml must hold only CHANGE-ME placeholders")
+(rsvc,) = rdocs["Service"].values()
+check(rsvc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items(),
+      "replicas Service selector does not match the pod labels")
+check(rsvc["spec"]["ports"][0]["name"] == "metrics" and rsvc["spec"]["ports"][0]["targetPort"] == "metrics",
+      "replicas Service port must be named metrics")
+for pdb in rdocs.get("PodDisruptionBudget", {}).values():
+    check(pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items(),
+          "PodDisruptionBudget selector does not match the pod labels")
+    check("minAvailable" not in pdb["spec"], "PodDisruptionBudget: maxUnavailable, so a drain is never blocked")
+rcfg_text = rcm["data"]["popferry.toml"]
+rcfg = tomllib.loads(rcfg_text)
+keys_ok("replicas/configmap.yaml popferry.toml", rcfg)
+check("path" not in rcfg["ledger"] and rcfg["ledger"].get("url") == {"env": "DATABASE_URL"},
+      "replicas ConfigMap: [ledger] url = { env = \"DATABASE_URL\" }, no path")
+check(rcfg["daemon"].get("listen") == "0.0.0.0:9925", "replicas ConfigMap: listen must be 0.0.0.0:9925")
+check(rcfg["spool"]["path"] == rmounts["spool"], "replicas ConfigMap: [spool] path must be the spool emptyDir")
+want = sorted(f"{rmounts['credentials']}/{s}" for s in rsec["stringData"])
+check(secret_files(rcfg) == want, f"replicas Secret files {want} != ConfigMap password files {secret_files(rcfg)}")
+(pathlib.Path(sys.argv[2]) / "replicas.toml").write_text(rcfg_text)
 if problems:
     print("\n".join(problems)); sys.exit(1)
 PY
