@@ -454,6 +454,116 @@ else
     else fail "smoke: HEALTHCHECK against popferry run" "$problems"$'\n'"$(tail -5 "$tmp/smoke/log")"; fi
 fi
 
+# --- the PostgreSQL layout, against a real PostgreSQL ------------------------
+# A private cluster (initdb into a temp dir, 127.0.0.1 on a free port, trust
+# for loopback; as root it runs as the user postgres, since initdb refuses
+# root), stopped by its PID at the end. Then popferry reads both replica
+# configs (status: parse, connect, migrate), and two `popferry run` replicas
+# share the ledger: both healthy, SIGTERM → each exits 0 and holds no lease.
+pg_bin=
+for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r) "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/x)")"; do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { pg_bin=$d; break; }
+done
+pg_pid='' pg_dir='' pg_port=''
+pg_as() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pg_start() {
+    [ -n "$pg_bin" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)"; return 1; }
+    if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then echo "running as root and no user postgres"; return 1; fi
+    pg_dir=$(mktemp -d /tmp/popferry-lint-pg.XXXXXX) || return 1
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$pg_dir"
+    pg_as env LC_ALL=C "$pg_bin/initdb" --auth=trust --username=postgres --encoding=UTF8 --locale=C \
+        --no-sync --no-instructions -D "$pg_dir/data" >"$pg_dir/initdb.log" 2>&1 \
+        || { tail -5 "$pg_dir/initdb.log"; return 1; }
+    pg_port=$(free_port)
+    pg_as "$pg_bin/postgres" -D "$pg_dir/data" -k "$pg_dir" -h 127.0.0.1 -p "$pg_port" \
+        -c fsync=off -c log_min_messages=warning </dev/null >/dev/null 2>"$pg_dir/postgres.log" &
+    pg_pid=$!
+    for _ in $(seq 1 100); do
+        "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && return 0
+        kill -0 "$pg_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    tail -5 "$pg_dir/postgres.log"; return 1
+}
+pg_stop() {
+    # runuser stays the parent of postgres; signal the postmaster itself.
+    local pm
+    pm=$(head -1 "$pg_dir/data/postmaster.pid" 2>/dev/null)
+    [ -n "$pm" ] && kill -INT "$pm" 2>/dev/null
+    [ -n "$pg_pid" ] && wait "$pg_pid" 2>/dev/null
+    rm -rf "$pg_dir"
+}
+psql_q() { "$pg_bin/psql" -X -q -t -A -h 127.0.0.1 -p "$pg_port" -U postgres -d popferry -c "$1"; }
+
+if [ ! -x "$tmp/popferry" ]; then
+    skip "popferry accepts the PostgreSQL configs" "no popferry binary"
+elif ! pg_start >"$tmp/pg_start.log" 2>&1; then
+    # Not a command substitution: pg_start sets pg_pid, pg_dir, pg_port here.
+    skip "popferry accepts the PostgreSQL configs" "no private PostgreSQL: $(tail -3 "$tmp/pg_start.log")"
+    [ -n "$pg_dir" ] && pg_stop
+else
+    trap 'pg_stop; rm -rf "$tmp"' EXIT
+    "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres popferry
+    url="postgres://postgres@127.0.0.1:$pg_port/popferry"
+    mkdir -p "$tmp/pg/secrets" "$tmp/pg/spool"
+    printf '%s' "$url" >"$tmp/pg/secrets/database_url"
+    printf x >"$tmp/pg/secrets/pop3_password"; printf x >"$tmp/pg/secrets/imap_password"
+    # The compose config reads the URL from /run/secrets/database_url.
+    sed "s#\"/run/secrets/#\"$tmp/pg/secrets/#" popferry.postgres.toml >"$tmp/pg/compose.toml"
+    run "popferry accepts popferry.postgres.toml (status on a real PostgreSQL)" \
+        "$tmp/popferry" status -c "$tmp/pg/compose.toml"
+    # The Kubernetes one reads it from $DATABASE_URL.
+    run "popferry accepts kubernetes/replicas/configmap.yaml popferry.toml (status on a real PostgreSQL)" \
+        env DATABASE_URL="$url" "$tmp/popferry" status -c "$tmp/replicas.toml"
+    if [ "$(psql_q "SELECT count(*) FROM leases" 2>/dev/null)" = "" ]; then
+        fail "popferry migrated the PostgreSQL ledger" "no table leases after status"
+    fi
+
+    # Two replicas of the compose config, on loopback ports of their own;
+    # the servers on a closed port, so every pass fails at once.
+    replica_pids=() ports=()
+    for i in 1 2; do
+        port=$(free_port); ports+=("$port")
+        sed -e "s#\"/run/secrets/#\"$tmp/pg/secrets/#" -e "s#^path = \"/data/spool\"#path = \"$tmp/pg/spool\"#" \
+            -e "s#^listen = \"0.0.0.0:9925\"#listen = \"127.0.0.1:$port\"#" \
+            -e 's#^host = .*#host = "127.0.0.1"\nport = 9#' popferry.postgres.toml >"$tmp/pg/r$i.toml"
+        "$tmp/popferry" run -c "$tmp/pg/r$i.toml" 2>"$tmp/pg/r$i.log" &
+        replica_pids+=($!)
+    done
+    trap 'kill "${replica_pids[@]}" 2>/dev/null; pg_stop; rm -rf "$tmp"' EXIT
+    problems=
+    for i in 0 1; do
+        p=${probe//9925/${ports[$i]}} healthy=
+        for _ in $(seq 1 50); do
+            if bash -c "$p" 2>/dev/null; then healthy=1; break; fi
+            kill -0 "${replica_pids[$i]}" 2>/dev/null || break
+            sleep 0.2
+        done
+        [ -n "$healthy" ] || problems="$problems; replica $((i + 1)) never healthy"
+    done
+    # Let them compete for the account for a moment.
+    sleep 3
+    kill -TERM "${replica_pids[@]}" 2>/dev/null
+    for i in 0 1; do
+        for _ in $(seq 1 40); do kill -0 "${replica_pids[$i]}" 2>/dev/null || break; sleep 1; done
+        if kill -0 "${replica_pids[$i]}" 2>/dev/null; then
+            kill -KILL "${replica_pids[$i]}"; problems="$problems; replica $((i + 1)) still running 40 s after SIGTERM"
+        fi
+        wait "${replica_pids[$i]}"; rc=$?
+        [ "$rc" -eq 0 ] || problems="$problems; replica $((i + 1)) exit status $rc after SIGTERM (want 0)"
+    done
+    passes=$(psql_q "SELECT count(*) FROM passes" 2>&1)
+    held=$(psql_q "SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())" 2>&1)
+    [ "$passes" -ge 1 ] 2>/dev/null || problems="$problems; no pass recorded in the shared ledger ($passes)"
+    [ "$held" = 0 ] || problems="$problems; leases still held after SIGTERM: $held"
+    if [ -z "$problems" ]; then
+        pass "smoke: 2 replicas on one PostgreSQL ledger: HEALTHCHECK passes, $passes passes recorded, SIGTERM → exit 0, no lease left"
+    else
+        fail "smoke: 2 replicas on one PostgreSQL ledger" "${problems#; }"$'\n'"$(tail -3 "$tmp/pg/r1.log" "$tmp/pg/r2.log")"
+    fi
+fi
+
 # --- systemd ---------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
     # verify insists that ExecStart's binary exists, so check a copy whose
