@@ -302,8 +302,10 @@ check("container_name" not in pf, "compose.postgres: container_name forbids repl
 check(pf["build"] == svc["build"] and pf["image"] == svc["image"], "compose.postgres: same image/build as compose.yaml")
 check("./popferry-replicas.toml:/etc/popferry/popferry.toml:ro" in pf["volumes"], "compose.postgres: config not mounted read-only")
 check(pf["ports"] == ["127.0.0.1::9925"], "compose.postgres: port must be 127.0.0.1::9925 (one host port per replica)")
-for key in ("restart", "init", "read_only", "tmpfs", "cap_drop", "security_opt", "stop_grace_period", "healthcheck"):
+for key in ("restart", "init", "read_only", "tmpfs", "cap_drop", "security_opt", "healthcheck"):
     check(pf.get(key) == svc.get(key), f"compose.postgres: popferry's {key} differs from compose.yaml's")
+grace = re.fullmatch(r"(\d+)s", pf.get("stop_grace_period", ""))
+check(grace and int(grace.group(1)) >= 40, "compose.postgres: stop_grace_period must cover popferry's 30 s + 10 s of closing")
 want = sorted(f"/run/secrets/{s}" for s in pf["secrets"] if s != "database_url")
 check(secret_files(ptoml) == want, f"compose.postgres secrets {want} != config password files {secret_files(ptoml)}")
 check("database_url" in pf["secrets"], "compose.postgres: popferry needs the database_url secret")
@@ -520,18 +522,32 @@ else
         fail "popferry migrated the PostgreSQL ledger" "no table leases after status"
     fi
 
-    # Two replicas of the compose config, on loopback ports of their own;
-    # the servers on a closed port, so every pass fails at once.
+    # Two replicas of the compose config, on loopback ports of their own.
+    # The POP3 server accepts and never greets, so a pass holds its lease
+    # until its read times out; the IMAP side is a closed port. The timeout
+    # is cut to 5 s: SIGTERM stops a pass at its next safe point, and a read
+    # is not one, so a pass stuck longer than the 30 s shutdown deadline is
+    # dropped with its lease still held (it expires after lease_ttl, as a
+    # dead replica's does; see deploy/README.md).
+    python3 -c 'import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+print(s.getsockname()[1], flush=True); held = []
+while True: held.append(s.accept()[0])' >"$tmp/pg/silent.port" &
+    silent_pid=$!
+    for _ in $(seq 1 50); do [ -s "$tmp/pg/silent.port" ] && break; sleep 0.1; done
+    silent_port=$(cat "$tmp/pg/silent.port")
     replica_pids=() ports=()
     for i in 1 2; do
         port=$(free_port); ports+=("$port")
         sed -e "s#\"/run/secrets/#\"$tmp/pg/secrets/#" -e "s#^path = \"/data/spool\"#path = \"$tmp/pg/spool\"#" \
             -e "s#^listen = \"0.0.0.0:9925\"#listen = \"127.0.0.1:$port\"#" \
-            -e 's#^host = .*#host = "127.0.0.1"\nport = 9#' popferry.postgres.toml >"$tmp/pg/r$i.toml"
+            -e "s#^host = \"pop\..*#host = \"127.0.0.1\"\nport = $silent_port#" \
+            -e 's#^host = "imap\..*#host = "127.0.0.1"\nport = 9#' -e 's#^timeout = .*#timeout = "5s"#' \
+            popferry.postgres.toml >"$tmp/pg/r$i.toml"
         "$tmp/popferry" run -c "$tmp/pg/r$i.toml" 2>"$tmp/pg/r$i.log" &
         replica_pids+=($!)
     done
-    trap 'kill "${replica_pids[@]}" 2>/dev/null; pg_stop; rm -rf "$tmp"' EXIT
+    trap 'kill "${replica_pids[@]}" "$silent_pid" 2>/dev/null; pg_stop; rm -rf "$tmp"' EXIT
     problems=
     for i in 0 1; do
         p=${probe//9925/${ports[$i]}} healthy=
@@ -543,12 +559,19 @@ else
         [ -n "$healthy" ] || problems="$problems; replica $((i + 1)) never healthy"
     done
     # "Check now" on both (the first pass is otherwise spread over 10 s):
-    # they compete for the account; wait until a pass is recorded.
+    # they compete for the one account; one of them takes its lease.
     kill -USR1 "${replica_pids[@]}" 2>/dev/null
+    live="SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())"
+    held_before=
     for _ in $(seq 1 75); do
-        [ "$(psql_q "SELECT count(*) FROM passes" 2>/dev/null)" -ge 1 ] 2>/dev/null && break
+        held_before=$(psql_q "$live" 2>/dev/null)
+        [ "$held_before" = 1 ] && break
         sleep 0.2
     done
+    [ "$held_before" = 1 ] || problems="$problems; no replica took the account's lease (leases held: ${held_before:-?})"
+    # `status` (another process, as an operator would run it) names the holder.
+    "$tmp/popferry" status -c "$tmp/pg/compose.toml" >"$tmp/pg/status.out" 2>&1
+    grep -q 'held by' "$tmp/pg/status.out" || problems="$problems; popferry status does not say who holds the account"
     kill -TERM "${replica_pids[@]}" 2>/dev/null
     for i in 0 1; do
         for _ in $(seq 1 40); do kill -0 "${replica_pids[$i]}" 2>/dev/null || break; sleep 1; done
@@ -558,12 +581,11 @@ else
         wait "${replica_pids[$i]}"; rc=$?
         [ "$rc" -eq 0 ] || problems="$problems; replica $((i + 1)) exit status $rc after SIGTERM (want 0)"
     done
-    passes=$(psql_q "SELECT count(*) FROM passes" 2>&1)
-    held=$(psql_q "SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())" 2>&1)
-    [ "$passes" -ge 1 ] 2>/dev/null || problems="$problems; no pass recorded in the shared ledger ($passes)"
-    [ "$held" = 0 ] || problems="$problems; leases still held after SIGTERM: $held"
+    kill "$silent_pid" 2>/dev/null
+    held=$(psql_q "$live" 2>&1)
+    [ "$held" = 0 ] || problems="$problems; the lease is still held after SIGTERM (leases held: $held)"
     if [ -z "$problems" ]; then
-        pass "smoke: 2 replicas on one PostgreSQL ledger: HEALTHCHECK passes, $passes passes recorded, SIGTERM → exit 0, no lease left"
+        pass "smoke: 2 replicas on one PostgreSQL ledger: HEALTHCHECK passes, one takes the account (status names it), SIGTERM mid-pass → exit 0, lease released"
     else
         fail "smoke: 2 replicas on one PostgreSQL ledger" "${problems#; }"$'\n'"$(tail -3 "$tmp/pg/r1.log" "$tmp/pg/r2.log")"
     fi
