@@ -525,10 +525,10 @@ else
     # Two replicas of the compose config, on loopback ports of their own.
     # The POP3 server accepts and never greets, so a pass holds its lease
     # until its read times out; the IMAP side is a closed port. The timeout
-    # is cut to 5 s: SIGTERM stops a pass at its next safe point, and a read
-    # is not one, so a pass stuck longer than the 30 s shutdown deadline is
-    # dropped with its lease still held (it expires after lease_ttl, as a
-    # dead replica's does; see deploy/README.md).
+    # is cut to 5 s so that the check is quick: SIGTERM stops a pass at its
+    # next safe point, and a read is not one (a pass stuck past the 30 s
+    # shutdown deadline is dropped and its lease given back as well; that
+    # case is tests/daemon_hostile.rs's).
     python3 -c 'import socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
 print(s.getsockname()[1], flush=True); held = []

@@ -153,3 +153,48 @@ fn an_endless_login_delay_leaves_the_daemon_alive() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A pass stuck in a server read when SIGTERM comes (the POP3 server goes
+/// silent after LIST was sent; the read's timeout is longer than the
+/// shutdown deadline) is dropped at the deadline, and its lease is given
+/// back before the process exits 0: another replica or a `sync` may take
+/// the account at once instead of waiting for `lease_ttl`.
+#[test]
+fn a_pass_stuck_in_a_read_at_sigterm_is_dropped_and_its_lease_given_back() {
+    use support::daemon::{RunningDaemon, free_port};
+    use support::fake_pop3::Reply;
+    let d = Dovecot::start();
+    let fake = FakePop3::start(
+        Script::default().on("LIST", Reply::Silent(Vec::new())),
+        vec![FakeMessage::new(&corpus_kind("plain"), "u1")],
+    );
+    let port = free_port();
+    let cfg = fake_config(&d, &fake, "stuck")
+        .timeout("90s")
+        .poll_interval("1h")
+        .listen(&format!("127.0.0.1:{port}"))
+        .write();
+    let log = cfg.with_file_name("daemon.log");
+    let mut daemon = RunningDaemon::start(&cfg, port, &log);
+    daemon.wait_for("the pass to send LIST", |_| fake.count("LIST") >= 1);
+    let v: serde_json::Value =
+        serde_json::from_slice(&run(&cfg, &["status", "--json"]).stdout).expect("status JSON");
+    assert!(
+        v[0]["held_by"].is_string(),
+        "the stuck pass holds the lease: {v}"
+    );
+    let started = Instant::now();
+    daemon.stop();
+    let took = started.elapsed();
+    let text = daemon.log_text();
+    assert!(
+        text.contains("dropped"),
+        "the pass was dropped at the deadline (after {took:?}):\n{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&run(&cfg, &["status", "--json"]).stdout).expect("status JSON");
+    assert!(
+        v[0]["held_by"].is_null(),
+        "the lease was given back before the exit: {v}\n{text}"
+    );
+}

@@ -150,8 +150,19 @@ async fn run(cfg: Config, flag: Option<PathBuf>) -> anyhow::Result<()> {
     let clean = scheduler.shutdown(SHUTDOWN_DEADLINE).await;
     if !clean {
         warn!(
-            "Some passes did not stop within {SHUTDOWN_DEADLINE:?}; their unfinished APPENDs are settled at the next start"
+            "Some passes did not stop within {SHUTDOWN_DEADLINE:?} and were dropped; their unfinished APPENDs are settled at the next start"
         );
+        // Their leases were not given back by the passes themselves: give
+        // back every one this process may hold (a lease of another holder
+        // is left alone), so that another replica can go on at once.
+        for account in &current.accounts {
+            if let Err(e) = ledger
+                .release_lease(&account.name, popferry::sync::lease_holder())
+                .await
+            {
+                warn!(account = %account.name, "Cannot give the lease back: {e:#}");
+            }
+        }
     }
     stop_http.cancel();
     if let Some(h) = http {

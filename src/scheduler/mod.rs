@@ -50,6 +50,9 @@ use tracing::{info, warn};
 use crate::config::Account;
 use crate::sync::{FailureKind, Report};
 
+/// After the shutdown deadline, how long dropped passes may take to go.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
 /// First retry after a transient failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Longest wait between retries after transient failures.
@@ -205,6 +208,10 @@ pub struct Scheduler {
     observer: Arc<dyn Observer>,
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
+    /// Cancelled when the shutdown deadline has passed: a pass still
+    /// running (stuck in a server read, not at a safe point) is dropped,
+    /// so that its lease can be given back before the process exits.
+    abort: CancellationToken,
     tracker: TaskTracker,
     running: BTreeMap<String, Running>,
     /// Tasks of removed or changed accounts that may still be finishing a
@@ -226,6 +233,7 @@ impl Scheduler {
             observer,
             limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
             shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             running: BTreeMap::new(),
             exiting: BTreeMap::new(),
@@ -289,6 +297,7 @@ impl Scheduler {
                 limit: self.limit.clone(),
                 backoff: self.backoff,
                 cancel,
+                abort: self.abort.clone(),
                 wake,
             };
             self.tracker.spawn(async move {
@@ -321,16 +330,27 @@ impl Scheduler {
 
     /// Asks every account to stop at its next safe point and waits up to
     /// `deadline`. Returns false if some pass was still running then: it is
-    /// not aborted here and goes on until the process's runtime shuts down
-    /// and drops it at whatever await it has reached. An APPEND it had in
-    /// flight keeps its intent row, which the account's next pass settles by
-    /// looking in the target (guarantee 2).
+    /// dropped at whatever await it has reached (stuck in a server read,
+    /// say), and waited for a few seconds more, so that the caller can give
+    /// back the leases of such passes (a replica's accounts then move at
+    /// once instead of after `lease_ttl`). An APPEND it had in flight keeps
+    /// its intent row, which the account's next pass settles by looking in
+    /// the target (guarantee 2).
     pub async fn shutdown(self, deadline: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
+        if tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_ok()
+        {
+            return true;
+        }
+        // Past the deadline: drop the passes still running (each at the
+        // await it is stuck in), and wait for them to be gone, so that the
+        // caller may give their leases back knowing nothing of theirs runs.
+        self.abort.cancel();
+        let _ = tokio::time::timeout(ABORT_WAIT, self.tracker.wait()).await;
+        false
     }
 }
 
@@ -341,6 +361,7 @@ struct AccountTask {
     limit: Arc<Semaphore>,
     backoff: Backoff,
     cancel: CancellationToken,
+    abort: CancellationToken,
     wake: Arc<Notify>,
 }
 
@@ -353,6 +374,7 @@ impl AccountTask {
             limit,
             backoff,
             cancel,
+            abort,
             wake,
         } = self;
         let mut failures: u32 = 0;
@@ -372,7 +394,16 @@ impl AccountTask {
                     Err(_) => return,
                 },
             };
-            let report = runner.run(account.clone(), cancel.clone()).await;
+            // Dropping a pass mid-way is safe for the ledger (an APPEND whose
+            // answer was not recorded keeps its intent and is settled by the
+            // next pass); it only happens past the shutdown deadline.
+            let report = tokio::select! {
+                r = runner.run(account.clone(), cancel.clone()) => r,
+                () = abort.cancelled() => {
+                    warn!(account = %account.name, "The pass did not stop within the shutdown deadline; dropped");
+                    return;
+                }
+            };
             drop(permit);
             if cancel.is_cancelled() {
                 // Stopped (shutdown, or the account was removed or changed):
