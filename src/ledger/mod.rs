@@ -273,6 +273,77 @@ pub struct AccountStatus {
     pub paused_reason: Option<String>,
 }
 
+/// `status`'s answer from the rows either backend reads: message counts
+/// (`account`, `state`, `n`), account rows (`name` and the `accounts`
+/// columns), and leases still running (`account`, `holder`, `expires_at`);
+/// the given accounts first, in that order, then any others the ledger
+/// knows. One decoding for both backends, so their answers cannot drift.
+pub(crate) fn status_from_rows<R>(
+    counts: Vec<R>,
+    account_rows: Vec<R>,
+    leases: Vec<R>,
+    accounts: &[String],
+) -> anyhow::Result<Vec<AccountStatus>>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut by_name: std::collections::BTreeMap<String, AccountStatus> = Default::default();
+    fn at(
+        by_name: &mut std::collections::BTreeMap<String, AccountStatus>,
+        name: String,
+    ) -> &mut AccountStatus {
+        by_name
+            .entry(name.clone())
+            .or_insert_with(|| AccountStatus {
+                account: name,
+                ..Default::default()
+            })
+    }
+    for r in counts {
+        let s = at(&mut by_name, r.try_get("account")?);
+        let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+        match r.try_get::<String, _>("state")?.parse()? {
+            State::Appended => s.copied += n,
+            State::Deleted => {
+                s.copied += n;
+                s.deleted += n;
+            }
+            State::Skipped => s.skipped += n,
+            State::Rejected => s.rejected += n,
+            State::Pending => s.pending += n,
+            State::Appending => s.unresolved += n,
+        }
+    }
+    for r in account_rows {
+        let s = at(&mut by_name, r.try_get("name")?);
+        s.last_run = r.try_get("last_run_at")?;
+        s.last_success = r.try_get("last_success_at")?;
+        s.last_error = r.try_get("last_error")?;
+        s.consecutive_failures =
+            u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
+        s.next_run = r.try_get("next_run_at")?;
+        s.paused_until = r.try_get("paused_until")?;
+        s.paused_reason = r.try_get("paused_reason")?;
+    }
+    for r in leases {
+        let s = at(&mut by_name, r.try_get("account")?);
+        s.held_by = Some(r.try_get("holder")?);
+        s.lease_until = Some(r.try_get("expires_at")?);
+    }
+    let mut out = Vec::new();
+    for name in accounts {
+        out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
+            account: name.clone(),
+            ..Default::default()
+        }));
+    }
+    out.extend(by_name.into_values());
+    Ok(out)
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     SystemTime::now()

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use sqlx::Row;
 
 use super::SqliteLedger;
-use crate::ledger::{AccountStatus, Lease, State, now};
+use crate::ledger::{AccountStatus, Lease, now};
 
 impl SqliteLedger {
     /// Whether the account is recovering from a lost ledger (see
@@ -126,84 +126,26 @@ impl SqliteLedger {
     /// Figures for `status`, for the given accounts (in that order) plus any
     /// the ledger knows that are no longer configured.
     pub async fn status(&self, accounts: &[String]) -> anyhow::Result<Vec<AccountStatus>> {
-        let mut by_name: std::collections::BTreeMap<String, AccountStatus> = Default::default();
-        let rows = sqlx::query(
+        let counts = sqlx::query(
             "SELECT account, state, COUNT(*) AS n FROM messages GROUP BY account, state",
         )
         .fetch_all(&self.pool)
         .await
         .context("Cannot read the ledger")?;
-        for r in rows {
-            let name: String = r.try_get("account")?;
-            let n = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
-            let s = by_name
-                .entry(name.clone())
-                .or_insert_with(|| AccountStatus {
-                    account: name,
-                    ..Default::default()
-                });
-            match r.try_get::<String, _>("state")?.parse()? {
-                State::Appended => s.copied += n,
-                State::Deleted => {
-                    s.copied += n;
-                    s.deleted += n;
-                }
-                State::Skipped => s.skipped += n,
-                State::Rejected => s.rejected += n,
-                State::Pending => s.pending += n,
-                State::Appending => s.unresolved += n,
-            }
-        }
-        let rows = sqlx::query(
+        let account_rows = sqlx::query(
             "SELECT name, last_run_at, last_success_at, last_error, consecutive_failures, next_run_at, paused_until, paused_reason FROM accounts",
         )
         .fetch_all(&self.pool)
         .await
         .context("Cannot read the ledger")?;
-        for r in rows {
-            let name: String = r.try_get("name")?;
-            let s = by_name
-                .entry(name.clone())
-                .or_insert_with(|| AccountStatus {
-                    account: name,
-                    ..Default::default()
-                });
-            s.last_run = r.try_get("last_run_at")?;
-            s.last_success = r.try_get("last_success_at")?;
-            s.last_error = r.try_get("last_error")?;
-            s.consecutive_failures =
-                u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0);
-            s.next_run = r.try_get("next_run_at")?;
-            s.paused_until = r.try_get("paused_until")?;
-            s.paused_reason = r.try_get("paused_reason")?;
-        }
         // Who holds each account now (a lease that has not expired).
-        let rows =
+        let leases =
             sqlx::query("SELECT account, holder, expires_at FROM leases WHERE expires_at > ?")
                 .bind(now())
                 .fetch_all(&self.pool)
                 .await
                 .context("Cannot read the ledger")?;
-        for r in rows {
-            let name: String = r.try_get("account")?;
-            let s = by_name
-                .entry(name.clone())
-                .or_insert_with(|| AccountStatus {
-                    account: name,
-                    ..Default::default()
-                });
-            s.held_by = Some(r.try_get("holder")?);
-            s.lease_until = Some(r.try_get("expires_at")?);
-        }
-        let mut out = Vec::new();
-        for name in accounts {
-            out.push(by_name.remove(name).unwrap_or_else(|| AccountStatus {
-                account: name.clone(),
-                ..Default::default()
-            }));
-        }
-        out.extend(by_name.into_values());
-        Ok(out)
+        crate::ledger::status_from_rows(counts, account_rows, leases, accounts)
     }
 
     /// Takes the lease on `account` for `holder` until `now + ttl`, unless
