@@ -461,6 +461,8 @@ struct Throughput {
     held: Vec<usize>,
     cpu: Vec<f64>,
     passes: Vec<usize>,
+    /// The sum of every pass's duration, seconds.
+    pass_secs: f64,
     load: String,
 }
 
@@ -522,10 +524,16 @@ fn throughput(b: &Bench, r: usize, poll: &str) -> Throughput {
                 .count()
         })
         .collect();
+    let pass_secs = passes
+        .iter()
+        .flatten()
+        .map(|p| (p.ended_us.unwrap_or(end) - p.started_us) as f64 / 1e6)
+        .sum();
     b.rt.block_on(ledger.close());
     Throughput {
         replicas: r,
         secs,
+        pass_secs,
         rss_mib: fin.iter().map(|f| mib(f.peak_rss_kib)).collect(),
         held,
         cpu: fin.iter().map(|f| f.cpu_secs).collect(),
@@ -792,12 +800,12 @@ fn main() {
     );
     println!();
     println!(
-        "| replicas | seconds | accounts/hour | msg/s | MB/s | peak RSS per replica MiB | most accounts held at once | CPU s per replica | passes per replica | load before |"
+        "| replicas | seconds | accounts/hour | msg/s | MB/s | peak RSS per replica MiB | most accounts held at once | CPU s per replica | passes per replica | busy share | load before |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |");
+    println!("| ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- |");
     for t in &runs {
         println!(
-            "| {} | {:.1} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.2} | {} |",
             t.replicas,
             t.secs,
             accounts as f64 * 3600.0 / t.secs,
@@ -812,6 +820,7 @@ fn main() {
             list(&t.held),
             list(&t.cpu.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>()),
             list(&t.passes),
+            t.pass_secs / (t.replicas as f64 * f64::from(concurrency) * t.secs),
             t.load
         );
     }
