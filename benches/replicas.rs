@@ -405,7 +405,7 @@ fn most_held(passes: &[Vec<PassRecord>], r: &Replica, end_us: i64) -> usize {
     let mut events: Vec<(i64, i32)> = Vec::new();
     for p in passes.iter().flatten().filter(|p| r.holds(&p.holder)) {
         events.push((p.started_us, 1));
-        events.push((p.ended_us.unwrap_or(end_us), -1));
+        events.push((p.ended_us.unwrap_or(end_us).min(end_us), -1));
     }
     // Ends before starts at the same instant.
     events.sort();
@@ -461,7 +461,7 @@ struct Throughput {
     held: Vec<usize>,
     cpu: Vec<f64>,
     passes: Vec<usize>,
-    /// The sum of every pass's duration, seconds.
+    /// The sum of the passes' durations until every message was in, seconds.
     pass_secs: f64,
     load: String,
 }
@@ -480,6 +480,7 @@ fn throughput(b: &Bench, r: usize, poll: &str) -> Throughput {
     let ledger = b.ledger(&db.url);
     let load = loadavg();
     let started = Instant::now();
+    let started_us = now_us();
     let mut replicas: Vec<Replica> = (0..r)
         .map(|k| {
             Replica::start(
@@ -491,6 +492,7 @@ fn throughput(b: &Bench, r: usize, poll: &str) -> Throughput {
         .collect();
     b.wait_all(&ledger, &mut replicas, started);
     let secs = started.elapsed().as_secs_f64();
+    let done_us = now_us();
     eprintln!("bench: {r} replica(s): every message in after {secs:.1} s (load before: {load})");
     b.check_exactly_once(&mailbox, &format!("{r} replicas"));
     for x in &replicas {
@@ -507,9 +509,15 @@ fn throughput(b: &Bench, r: usize, poll: &str) -> Throughput {
             replicas[k].log_tail()
         );
     }
-    // After the exit: no pass is still open.
-    let passes = b.passes(&ledger);
-    let end = now_us();
+    // After the exit: no pass is still open. Only the passes until every
+    // message was in count (the replicas pass the accounts again until
+    // they are stopped).
+    let passes: Vec<Vec<PassRecord>> = b
+        .passes(&ledger)
+        .into_iter()
+        .map(|ps| ps.into_iter().filter(|p| p.started_us < done_us).collect())
+        .collect();
+    let end = done_us;
     let held = replicas
         .iter()
         .map(|x| most_held(&passes, x, end))
@@ -527,7 +535,13 @@ fn throughput(b: &Bench, r: usize, poll: &str) -> Throughput {
     let pass_secs = passes
         .iter()
         .flatten()
-        .map(|p| (p.ended_us.unwrap_or(end) - p.started_us) as f64 / 1e6)
+        .map(|p| {
+            let (from, to) = (
+                p.started_us.max(started_us),
+                p.ended_us.unwrap_or(end).min(end),
+            );
+            (to - from).max(0) as f64 / 1e6
+        })
         .sum();
     b.rt.block_on(ledger.close());
     Throughput {
@@ -800,7 +814,7 @@ fn main() {
     );
     println!();
     println!(
-        "| replicas | seconds | accounts/hour | msg/s | MB/s | peak RSS per replica MiB | most accounts held at once | CPU s per replica | passes per replica | busy share | load before |"
+        "| replicas | seconds | accounts/hour | msg/s | MB/s | peak RSS per replica MiB | most accounts held at once | CPU s per replica | passes per replica until done | busy share | load before |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- |");
     for t in &runs {
