@@ -12,6 +12,18 @@
 # BENCH_SEEDER, BENCH_GMAIL_N, BENCH_SESSIONS, BENCH_SKIP
 # (loopback,latency,gmail,nopipe,big,history). Needs dovecot-core
 # dovecot-imapd dovecot-pop3d openssl python3 and GNU time (/usr/bin/time).
+#
+# The replicas benchmark (issue 12) runs only when asked for: 100 accounts x
+# 50 messages through 1, 2 and 4 `popferry run` replicas on one PostgreSQL
+# ledger, and the takeover after a SIGKILL (~6 min; needs postgresql too,
+# and root for the "other node" takeover, which uses `unshare --uts`):
+#
+#   BENCH_ONLY=replicas scripts/bench.sh   # only the replicas benchmark
+#   BENCH_ONLY=all scripts/bench.sh        # migrate, then replicas
+#
+# Its knobs: BENCH_ACCOUNTS, BENCH_MESSAGES, BENCH_REPLICAS, BENCH_CONCURRENCY,
+# BENCH_POLL, BENCH_LEASE_TTL, BENCH_TAKEOVER_POLL, BENCH_SKIP
+# (throughput,takeover,node); see benches/replicas.rs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ ! -x /usr/bin/time ]]; then
@@ -19,4 +31,15 @@ if [[ ! -x /usr/bin/time ]]; then
   exit 2
 fi
 # `cargo bench` builds the popferry binary with the bench (release) profile too.
-exec cargo bench --bench migrate "$@"
+case "${BENCH_ONLY:-migrate}" in
+  migrate) exec cargo bench --bench migrate "$@" ;;
+  replicas) exec cargo bench --bench replicas "$@" ;;
+  all)
+    cargo bench --bench migrate "$@"
+    exec cargo bench --bench replicas "$@"
+    ;;
+  *)
+    echo "scripts/bench.sh: BENCH_ONLY is migrate (the default), replicas or all" >&2
+    exit 2
+    ;;
+esac
