@@ -188,11 +188,15 @@ fn the_page_shows_every_account_with_its_counts_and_no_secret() {
         .write();
     let mut daemon = RunningDaemon::start(&config, port, &d.scratch().join("page.log"));
 
+    // The counts are in the ledger as the pass writes them; the next run
+    // only once the pass has returned and the daemon planned the next one:
+    // wait for both (three sections each with a next run).
     daemon.wait_for("both accounts copied and the broken one failing", |dm| {
         let page = dm.get("/", &[]).body;
         shows_count(&page, "alice-legacy", "copied", 3)
             && shows_count(&page, "bob &lt;&amp;&gt; &quot;quoted&quot;", "copied", 2)
             && shows_state(&page, "broken", "failing")
+            && page.matches("<dt>next run</dt>").count() == 3
     });
     let answer = daemon.get("/", &[]);
     assert_eq!(answer.code, 200);
