@@ -149,6 +149,47 @@ fn no_uidl_falls_back_to_header_digests_and_copies_each_once() {
     ledger_readable(&cfg);
 }
 
+/// Issue 9, the reverse of case 2: a server without CAPA that refuses UIDL
+/// on an account's first pass gets IDs derived from headers; when UIDL
+/// works later, those rows are re-keyed to the real UIDLs (matched by the
+/// derived ID the message still has), so nothing is copied again.
+#[test]
+fn uidl_that_starts_working_later_re_keys_the_derived_rows_and_copies_nothing_again() {
+    let d = Dovecot::start();
+    let msgs = fake_pop3::numbered(&["plain", "dot-lines", "no-msgid", "utf8-8bit"]);
+    let mut script = Script::default().on("UIDL", Reply::raw("-ERR not now\r\n"));
+    script.capa = None;
+    let fake = FakePop3::start(script, msgs.clone());
+    let b = fake_pop3::config(&d, &fake, "lateuidl");
+    let cfg = b.write();
+    sync_ok(&cfg);
+    let all: Vec<&[u8]> = msgs.iter().map(|m| m.bytes.as_slice()).collect();
+    assert_eq!(target_set(&d, "INBOX"), set_of(&all));
+    let rows = support::ledger::rows(b.ledger_path(), "lateuidl");
+    assert!(rows.values().all(|r| r.uidl_derived), "{rows:?}");
+
+    // UIDL answers now (still no CAPA).
+    let mut script = Script::default();
+    script.capa = None;
+    fake.set_script(script);
+    let retr_before = fake.count("RETR");
+    sync_ok(&cfg);
+    assert_eq!(
+        target_set(&d, "INBOX"),
+        set_of(&all),
+        "nothing copied again"
+    );
+    assert_eq!(fake.count("RETR"), retr_before, "{:?}", fake.log());
+    let rows = support::ledger::rows(b.ledger_path(), "lateuidl");
+    assert_eq!(rows.len(), msgs.len(), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(k, r)| !r.uidl_derived && k.starts_with('u')),
+        "re-keyed to the server's UIDLs: {rows:?}"
+    );
+    ledger_readable(&cfg);
+}
+
 #[test]
 fn no_uidl_and_no_top_falls_back_to_the_whole_message() {
     // Issue 3: "fall back to an ID derived from the message headers via TOP,
