@@ -169,9 +169,10 @@ fn uidl_that_starts_working_later_re_keys_the_derived_rows_and_copies_nothing_ag
     assert!(rows.values().all(|r| r.uidl_derived), "{rows:?}");
 
     // UIDL answers now (still no CAPA).
-    let mut script = Script::default();
-    script.capa = None;
-    fake.set_script(script);
+    fake.set_script(Script {
+        capa: None,
+        ..Script::default()
+    });
     let retr_before = fake.count("RETR");
     sync_ok(&cfg);
     assert_eq!(
