@@ -163,6 +163,8 @@ async fn run(cfg: Config, flag: Option<PathBuf>) -> anyhow::Result<()> {
                 warn!(account = %account.name, "Cannot give the lease back: {e:#}");
             }
         }
+        // The dropped passes never counted their leases down.
+        metrics::gauge!(popferry::sync::lease_metric::LEASES_HELD).set(0.0);
     }
     stop_http.cancel();
     if let Some(h) = http {
