@@ -16,6 +16,8 @@
 //!   no database; the tests cover every query.
 //! - Migrations are embedded (`sqlx::migrate!`) and only move forward.
 
+#[macro_use]
+mod imported;
 mod postgres;
 mod sqlite;
 
